@@ -1,0 +1,173 @@
+"""The one place that decides which array library and which kernels run.
+
+Layers never import NumPy or CuPy for array math. They ask this module:
+
+    xp = backend.get_array_module(x)   # numpy or cupy, whichever holds x
+    k = backend.kernels(x)             # im2col, pooling, ... for x's device
+
+CPU kernels come in two sets with identical signatures:
+
+* ``"reference"``: plain NumPy in :mod:`tinycnn.kernels.reference`, slow and obvious,
+  the test oracle and the notebooks' teaching version;
+* ``"numba"``: Numba-jitted kernels in :mod:`tinycnn.kernels.numba_cpu`.
+
+``use_kernels("reference")`` switches at run time (also as a ``with`` block).
+CuPy arrays always get the CUDA kernels in :mod:`tinycnn.kernels.cuda`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+KERNEL_SETS = ("reference", "numba")
+_state = {"kernels": "reference"}
+_loaded: dict[str, ModuleType] = {}
+_cupy: ModuleType | None = None
+_cupy_error: str | None = None
+
+
+class DeviceError(RuntimeError):
+    """Arrays on different devices met, or the GPU was asked for and is not usable."""
+
+
+def _try_cupy() -> ModuleType | None:
+    """Import CuPy on first need; importing tinycnn never requires it."""
+    global _cupy, _cupy_error
+    if _cupy is None and _cupy_error is None:
+        try:
+            _cupy = importlib.import_module("cupy")
+        except Exception as exc:  # ImportError, or a CUDA library that fails to load
+            _cupy_error = f"{type(exc).__name__}: {exc}"
+    return _cupy
+
+
+def is_gpu_array(x: Any) -> bool:
+    """True for a CuPy array. Checked by type name, so CuPy is never imported for it."""
+    return type(x).__module__.startswith("cupy")
+
+
+def get_array_module(*arrays: Any) -> ModuleType:
+    """``numpy`` or ``cupy``: the library that holds the given arrays.
+
+    Raises :class:`DeviceError` when NumPy and CuPy arrays are mixed, instead of letting
+    a silent host-device copy happen on every step.
+    """
+    on_gpu = [is_gpu_array(a) for a in arrays if a is not None and hasattr(a, "shape")]
+    if any(on_gpu):
+        if not all(on_gpu):
+            raise DeviceError(
+                "arrays on different devices: some are on 'gpu' (CuPy) and some on 'cpu' "
+                "(NumPy); move the model and the data to one device with .to(...)"
+            )
+        return _try_cupy()
+    return numpy
+
+
+def device_of(x: Any) -> str:
+    """``"gpu"`` for a CuPy array, ``"cpu"`` otherwise."""
+    return "gpu" if is_gpu_array(x) else "cpu"
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    cp = _try_cupy()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def require_gpu() -> ModuleType:
+    """Return CuPy, or raise a clear :class:`DeviceError` saying why the GPU is unusable."""
+    cp = _try_cupy()
+    if cp is None:
+        raise DeviceError(
+            "the GPU backend needs CuPy, which did not import "
+            f"({_cupy_error}); install it with: pip install 'tinycnn[gpu]' (CUDA 12) "
+            "or 'tinycnn[gpu-cuda13]' (CUDA 13)"
+        )
+    if not gpu_available():
+        raise DeviceError("CuPy is installed but no CUDA GPU is visible to it")
+    return cp
+
+
+def check_device(device: str) -> str:
+    """Normalize a device name: ``"cpu"`` or ``"gpu"`` (``"cuda"`` is accepted as ``"gpu"``)."""
+    name = str(device).lower()
+    if name in ("cuda", "gpu") or name.startswith("cuda:"):
+        return "gpu"
+    if name == "cpu":
+        return "cpu"
+    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'gpu'")
+
+
+def to_device(x: Any, device: str) -> Any:
+    """Copy an array to ``device`` (``"cpu"`` or ``"gpu"``); a no-op when it is already there."""
+    device = check_device(device)
+    if x is None:
+        return None
+    if device == "gpu":
+        cp = require_gpu()
+        return x if is_gpu_array(x) else cp.asarray(x)
+    return x.get() if is_gpu_array(x) else numpy.asarray(x)
+
+
+def xp_for(device: str) -> ModuleType:
+    """The array module for a device name."""
+    return require_gpu() if check_device(device) == "gpu" else numpy
+
+
+def use_kernels(name: str) -> _KernelSwitch:
+    """Select the CPU kernel set, ``"reference"`` or ``"numba"``.
+
+    Works as a plain call (the choice stays) and as a context manager (restored on exit)::
+
+        tinycnn.use_kernels("reference")
+        with tinycnn.use_kernels("numba"):
+            ...
+    """
+    if name not in KERNEL_SETS:
+        raise ValueError(f"unknown kernel set {name!r}; choose one of {KERNEL_SETS}")
+    previous = _state["kernels"]
+    _state["kernels"] = name
+    return _KernelSwitch(previous)
+
+
+class _KernelSwitch:
+    def __init__(self, previous: str) -> None:
+        self.previous = previous
+
+    def __enter__(self) -> _KernelSwitch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _state["kernels"] = self.previous
+
+
+def current_kernels() -> str:
+    """Name of the CPU kernel set in use."""
+    return _state["kernels"]
+
+
+def _load(module_name: str) -> ModuleType:
+    if module_name not in _loaded:
+        _loaded[module_name] = importlib.import_module(f"tinycnn.kernels.{module_name}")
+    return _loaded[module_name]
+
+
+def kernels(x: Any = None) -> ModuleType:
+    """The kernel module for ``x``'s device and the selected CPU kernel set.
+
+    Every kernel module exposes the same functions as :mod:`tinycnn.kernels.reference`.
+    """
+    if x is not None and is_gpu_array(x):
+        return _load("cuda")
+    if _state["kernels"] == "numba":
+        return _load("numba_cpu")
+    return _load("reference")

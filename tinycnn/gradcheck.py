@@ -1,0 +1,155 @@
+"""Numerical gradient checking by central differences, in float64.
+
+The analytic gradients of a layer's hand-written ``backward`` are compared with
+
+    dL/dθ_i ≈ (L(θ + ε e_i) - L(θ - ε e_i)) / (2ε),   with  L = sum(forward(x) * G)
+
+where ``G`` is a *random* upstream gradient: a plain sum (``G = 1``) would hide bugs, e.g.
+through BatchNorm, whose input gradient under a plain sum is exactly zero.
+
+The error of one array is ``max|analytic - numeric| / max(max|analytic|, max|numeric|)``,
+a relative error that stays meaningful where single entries are near zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tinycnn import backend
+from tinycnn.module import Module
+
+
+class GradcheckError(AssertionError):
+    """The analytic and numerical gradients disagree by more than the tolerance."""
+
+
+@dataclass
+class GradcheckResult:
+    """Worst relative error per checked array (``"input"`` and parameter names)."""
+
+    errors: dict[str, float]
+    tolerance: float
+
+    @property
+    def worst(self) -> float:
+        return max(self.errors.values()) if self.errors else 0.0
+
+    def report(self) -> str:
+        width = max((len(k) for k in self.errors), default=5)
+        lines = [f"{'array':<{width}}  relative error"]
+        for name, err in self.errors.items():
+            flag = "  <-- FAIL" if err > self.tolerance else ""
+            lines.append(f"{name:<{width}}  {err:.3e}{flag}")
+        return "\n".join(lines)
+
+
+def _rel_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
+    scale = max(float(np.abs(analytic).max(initial=0.0)), float(np.abs(numeric).max(initial=0.0)))
+    if scale == 0.0:
+        return 0.0
+    return float(np.abs(analytic - numeric).max()) / scale
+
+
+def _generators(module: Any) -> list[np.random.Generator]:
+    """Random generators held by the modules (Dropout), to replay the same masks."""
+    found = []
+    mods = module.modules() if isinstance(module, Module) else [module]
+    for m in mods:
+        for value in vars(m).values():
+            if isinstance(value, np.random.Generator):
+                found.append(value)
+    return found
+
+
+def gradcheck(
+    module: Any,
+    x: Any,
+    target: Any = None,
+    *,
+    eps: float = 1e-6,
+    tol: float = 1e-6,
+    seed: int = 0,
+    check_input: bool = True,
+    check_params: bool = True,
+    max_entries: int | None = 400,
+    raise_on_fail: bool = True,
+    return_result: bool = False,
+) -> float | GradcheckResult:
+    """Check ``module``'s backward against central differences; return the worst error.
+
+    ``module`` is a layer, container, whole model or loss (a loss is called as
+    ``module(x, target)``). It is deep-copied and cast to float64, so the caller's object is
+    left untouched. ``max_entries`` bounds the number of entries probed per array (a random
+    subset is taken beyond it; ``None`` probes all). Raises :class:`GradcheckError` with a
+    per-array report when the worst error exceeds ``tol`` (unless ``raise_on_fail=False``).
+    """
+    rng = np.random.default_rng(seed)
+    m = copy.deepcopy(module)
+    if isinstance(m, Module):
+        m.astype(np.float64)
+    x = np.array(backend.to_device(x, "cpu"), dtype=np.float64)
+    gens = _generators(m)
+    states = [g.bit_generator.state for g in gens]
+
+    def run(inp: np.ndarray) -> Any:
+        for g, s in zip(gens, states):
+            g.bit_generator.state = s
+        return m(inp) if target is None else m(inp, target)
+
+    out = run(x)
+    upstream = rng.standard_normal(np.shape(out))
+
+    def objective(inp: np.ndarray) -> float:
+        return float(np.sum(np.asarray(run(inp)) * upstream))
+
+    if isinstance(m, Module):
+        m.zero_grad()
+    run(x)
+    grad_x = m.backward(upstream if np.ndim(upstream) else float(upstream))
+
+    def numeric_at(array: np.ndarray, flat_idx: np.ndarray, eval_with: Any) -> np.ndarray:
+        num = np.empty(len(flat_idx))
+        view = array.reshape(-1)
+        for k, i in enumerate(flat_idx):
+            old = view[i]
+            view[i] = old + eps
+            plus = eval_with()
+            view[i] = old - eps
+            minus = eval_with()
+            view[i] = old
+            num[k] = (plus - minus) / (2 * eps)
+        return num
+
+    def pick(size: int) -> np.ndarray:
+        if max_entries is None or size <= max_entries:
+            return np.arange(size)
+        return np.sort(rng.choice(size, size=max_entries, replace=False))
+
+    errors: dict[str, float] = {}
+    if check_input and grad_x is not None:
+        idx = pick(x.size)
+        numeric = numeric_at(x, idx, lambda: objective(x))
+        errors["input"] = _rel_error(np.asarray(grad_x).reshape(-1)[idx], numeric)
+    if check_params and isinstance(m, Module):
+        for name, p in m.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.grad is None:
+                errors[name] = float("inf")
+                continue
+            analytic = np.asarray(p.grad, dtype=np.float64).reshape(-1).copy()
+            idx = pick(p.data.size)
+            numeric = numeric_at(p.data, idx, lambda: objective(x))
+            errors[name] = _rel_error(analytic[idx], numeric)
+
+    result = GradcheckResult(errors, tol)
+    if raise_on_fail and result.worst > tol:
+        raise GradcheckError(
+            f"gradcheck of {type(module).__name__} failed (tolerance {tol:.1e}):\n"
+            + result.report()
+        )
+    return result if return_result else result.worst

@@ -1,0 +1,147 @@
+"""Reference kernels: plain NumPy, slow and obvious.
+
+These are the teaching version of every kernel and the oracle the fast kernels are tested
+against. Every other kernel module (Numba, CUDA) exposes the same functions with the same
+signatures and results.
+
+Conventions (all arrays NCHW):
+
+* ``stride``, ``padding`` and ``dilation`` are pairs ``(along H, along W)``; padding is
+  symmetric (zeros for convolution, -inf for max-pooling, counted as zeros for
+  average pooling, like PyTorch's ``count_include_pad=True``).
+* Output size: ``OH = (H + 2*ph - dh*(kh - 1) - 1) // sh + 1`` (floor), same for ``OW``.
+* The column matrix of ``im2col`` has one row per output position and one column per
+  kernel tap: shape ``(N*OH*OW, C*kh*kw)``, rows ordered ``(n, oh, ow)``, columns
+  ``(c, i, j)``, so ``cols @ weight.reshape(O, -1).T`` is the convolution.
+* Max-pooling ties: the first maximum in row-major window order wins and receives the
+  whole gradient (PyTorch does the same).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinycnn.backend import get_array_module
+
+Pair = tuple[int, int]
+
+
+def out_size(size: int, k: int, stride: int, pad: int, dilation: int = 1) -> int:
+    """Output length along one axis: ``(size + 2*pad - dilation*(k - 1) - 1) // stride + 1``."""
+    return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def im2col(
+    x: Any, kh: int, kw: int, stride: Pair, padding: Pair, dilation: Pair = (1, 1)
+) -> Any:
+    """Unfold ``x (N, C, H, W)`` into the column matrix ``(N*OH*OW, C*kh*kw)``.
+
+    One slice per kernel tap ``(i, j)`` copies, for every output position at once, the
+    input pixel that tap sees.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    col = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * dh, j * dw
+            col[:, :, i, j] = img[:, :, top : top + sh * (oh - 1) + 1 : sh,
+                                  left : left + sw * (ow - 1) + 1 : sw]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * kh * kw)
+
+
+def col2im(
+    cols: Any,
+    x_shape: tuple[int, int, int, int],
+    kh: int,
+    kw: int,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair = (1, 1),
+) -> Any:
+    """The adjoint of :func:`im2col`: fold ``(N*OH*OW, C*kh*kw)`` back to ``(N, C, H, W)``.
+
+    Windows overlap, so a pixel receives the *sum* of the values of every tap that saw it.
+    """
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    col = cols.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
+    img = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * dh, j * dw
+            img[:, :, top : top + sh * (oh - 1) + 1 : sh,
+                left : left + sw * (ow - 1) + 1 : sw] += col[:, :, i, j]
+    return img[:, :, ph : ph + h, pw : pw + w]
+
+
+def _windows(x: Any, kh: int, kw: int, stride: Pair, padding: Pair, fill: float) -> Any:
+    """All pooling windows as ``(N, C, OH, OW, kh*kw)``, padding filled with ``fill``."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    win = xp.empty((n, c, oh, ow, kh * kw), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            win[..., i * kw + j] = img[:, :, i : i + sh * (oh - 1) + 1 : sh,
+                                       j : j + sw * (ow - 1) + 1 : sw]
+    return win
+
+
+def maxpool2d_forward(x: Any, kh: int, kw: int, stride: Pair, padding: Pair) -> tuple[Any, Any]:
+    """Max over each window. Returns ``(out (N, C, OH, OW), argmax)``.
+
+    ``argmax`` holds, per output, the flat index ``i*kw + j`` of the winning tap in its
+    window (the first one on ties); backward routes the gradient there.
+    """
+    win = _windows(x, kh, kw, stride, padding, fill=-float("inf"))
+    argmax = win.argmax(axis=-1)
+    return win.max(axis=-1), argmax
+
+
+def maxpool2d_backward(
+    grad_out: Any, argmax: Any, x_shape: tuple[int, int, int, int],
+    kh: int, kw: int, stride: Pair, padding: Pair,
+) -> Any:
+    """dL/dx: each output's gradient goes to the one input its window's maximum came from."""
+    xp = get_array_module(grad_out)
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = grad_out.shape[2:]
+    dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            routed = xp.where(argmax == i * kw + j, grad_out, 0)
+            dx[:, :, i : i + sh * (oh - 1) + 1 : sh,
+               j : j + sw * (ow - 1) + 1 : sw] += routed
+    return dx[:, :, ph : ph + h, pw : pw + w]
+
+
+def avgpool2d_forward(x: Any, kh: int, kw: int, stride: Pair, padding: Pair) -> Any:
+    """Mean over each window, zero padding counted in the divisor ``kh*kw``."""
+    return _windows(x, kh, kw, stride, padding, fill=0.0).mean(axis=-1)
+
+
+def avgpool2d_backward(
+    grad_out: Any, x_shape: tuple[int, int, int, int],
+    kh: int, kw: int, stride: Pair, padding: Pair,
+) -> Any:
+    """dL/dx: every input of a window gets ``grad_out / (kh*kw)``, summed over windows."""
+    xp = get_array_module(grad_out)
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = grad_out.shape[2:]
+    share = grad_out / (kh * kw)
+    dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, i : i + sh * (oh - 1) + 1 : sh,
+               j : j + sw * (ow - 1) + 1 : sw] += share
+    return dx[:, :, ph : ph + h, pw : pw + w]

@@ -1,0 +1,60 @@
+"""Affine (fully connected) layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tinycnn.init import initialize
+from tinycnn.module import Module, Parameter, check_input
+
+
+class Affine(Module):
+    """``y = x W^T + b``, the fully connected layer (PyTorch's ``Linear``).
+
+    Shapes: x ``(N, in_features)``, weight ``(out_features, in_features)``, bias
+    ``(out_features,)``, y ``(N, out_features)``.
+
+    Backward, with g = dL/dy:  dL/dx = g W,  dL/dW = g^T x,  dL/db = sum_n g.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init: str = "he_normal",
+        dtype: Any = np.float32,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(initialize((out_features, in_features), init, rng, dtype))
+        self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
+        self.x = None
+
+    def forward(self, x: Any) -> Any:
+        check_input(self, x, 2, "(N, in_features)", channels=self.in_features, what="features")
+        self.x = x
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_out: Any) -> Any:
+        self._need_cache(self.x)
+        self.weight.accumulate(grad_out.T @ self.x)
+        if self.bias is not None:
+            self.bias.accumulate(grad_out.sum(axis=0))
+        return grad_out @ self.weight.data
+
+    def _clear_cache(self) -> None:
+        self.x = None
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+Linear = Affine

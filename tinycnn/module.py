@@ -1,0 +1,364 @@
+"""``Parameter`` and ``Module``: the base every layer, container and model builds on.
+
+A module registers what it owns when it is assigned as an attribute (as in PyTorch):
+``self.weight = Parameter(...)`` adds a parameter, ``self.block = Conv2D(...)`` adds a
+child, ``self.register_buffer("running_mean", ...)`` adds non-trainable state that is
+saved with the model. Names in ``state_dict()`` are dotted paths, exactly PyTorch's
+(``features.0.weight``, ``bn1.running_var``), so a state dict moves between the two
+frameworks with no reshaping.
+
+There is no autograd. ``forward(x)`` stores on the instance what ``backward`` needs;
+``backward(grad_out)`` returns the gradient with respect to the input and *adds* each
+parameter's gradient into ``param.grad`` (``zero_grad()`` resets them to ``None``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy
+
+from tinycnn import backend
+
+
+class Parameter:
+    """A trainable array and its gradient.
+
+    ``data`` is updated in place by the optimizers; ``grad`` is ``None`` until a backward
+    pass fills it. ``requires_grad = False`` freezes it: layers then skip computing its
+    gradient and optimizers leave it alone.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data: Any, requires_grad: bool = True) -> None:
+        self.data = data
+        self.grad = None
+        self.requires_grad = requires_grad
+
+    def accumulate(self, grad: Any) -> None:
+        """Add ``grad`` into ``self.grad`` (gradients of a shared parameter sum)."""
+        if not self.requires_grad:
+            return
+        if self.grad is None:
+            self.grad = grad
+        else:
+            self.grad = self.grad + grad
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    def __repr__(self) -> str:
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}{frozen})"
+
+
+class LayerInputError(ValueError):
+    """An input that a layer cannot take: wrong rank, channels, dtype or size."""
+
+
+class BackwardBeforeForwardError(RuntimeError):
+    """``backward`` was called on a module that has no forward pass to differentiate."""
+
+
+class Module:
+    """Base class of every layer and container.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_out)``. ``model(x)`` calls
+    ``forward``. ``training`` is toggled recursively by ``train()`` / ``eval()``.
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # registration -------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() "
+                "before assigning attributes"
+            )
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, value: Any) -> None:
+        """Keep ``value`` as saved, non-trainable state (e.g. BatchNorm's running mean)."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def _set_buffer(self, name: str, value: Any) -> None:
+        """Replace a registered buffer's array (used by layers that update statistics)."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    # running ------------------------------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def backward(self, grad_out: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define backward()")
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def _need_cache(self, *values: Any) -> None:
+        """Raise a clear error when backward runs with nothing cached by forward."""
+        if any(v is None for v in values):
+            raise BackwardBeforeForwardError(
+                f"{self._name()}.backward() called before forward(): "
+                "run a forward pass (in training or eval mode) first"
+            )
+
+    def _name(self) -> str:
+        return type(self).__name__
+
+    # traversal ----------------------------------------------------------------------
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        yield from self._modules.items()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """Every module in the tree, this one first, with its dotted name."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(dotted_name, Parameter)`` for every parameter in the tree, each once."""
+        seen: set[int] = set()
+        for mod_name, module in self.named_modules(prefix):
+            for name, p in module._parameters.items():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self) -> list[Parameter]:
+        """All parameters of the tree (frozen ones included), each once."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for mod_name, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), b
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # modes --------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode on this module and every child; returns ``self``."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: BatchNorm uses running statistics, Dropout passes through."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def freeze(self) -> Module:
+        """Stop training every parameter below this module (transfer learning)."""
+        for p in self.parameters():
+            p.requires_grad = False
+        return self
+
+    def unfreeze(self) -> Module:
+        for p in self.parameters():
+            p.requires_grad = True
+        return self
+
+    # devices and dtypes ---------------------------------------------------------------
+    def to(self, device: str) -> Module:
+        """Move parameters, gradients and buffers to ``"cpu"`` or ``"gpu"``; returns ``self``."""
+        device = backend.check_device(device)
+        for m in self.modules():
+            for p in m._parameters.values():
+                p.data = backend.to_device(p.data, device)
+                p.grad = backend.to_device(p.grad, device)
+            for name, b in list(m._buffers.items()):
+                m._set_buffer(name, backend.to_device(b, device))
+            m._clear_cache()
+        return self
+
+    def astype(self, dtype: Any) -> Module:
+        """Cast parameters and floating buffers to ``dtype`` (float64 for gradient checks)."""
+        for m in self.modules():
+            for p in m._parameters.values():
+                p.data = p.data.astype(dtype)
+                p.grad = None
+            for name, b in list(m._buffers.items()):
+                if b is not None and b.dtype.kind == "f":
+                    m._set_buffer(name, b.astype(dtype))
+            m._clear_cache()
+        return self
+
+    def _clear_cache(self) -> None:
+        """Drop arrays cached by forward (they may live on the old device or dtype)."""
+
+    @property
+    def device(self) -> str:
+        for p in self.parameters():
+            return backend.device_of(p.data)
+        for _, b in self.named_buffers():
+            return backend.device_of(b)
+        return "cpu"
+
+    # state --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and buffers by dotted name, as host (NumPy) copies."""
+        state: dict[str, Any] = {}
+        for name, p in self.named_parameters():
+            state[name] = numpy.array(backend.to_device(p.data, "cpu"))
+        for name, b in self.named_buffers():
+            state[name] = numpy.array(backend.to_device(b, "cpu"))
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy arrays from ``state`` into the model, keeping its device and dtype.
+
+        Everything is checked first: unknown keys, missing keys (when ``strict``) and shape
+        mismatches are listed together in one ``KeyError``/``ValueError``, and nothing is
+        loaded in that case. Extra keys such as PyTorch's ``num_batches_tracked`` are
+        ignored when ``strict=False``.
+        """
+        targets: dict[str, tuple[Module, str, bool]] = {}
+        for mod_name, module in self.named_modules():
+            for name in module._parameters:
+                targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, True)
+            for name in module._buffers:
+                targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, False)
+        unexpected = sorted(k for k in state if k not in targets)
+        missing = sorted(k for k in targets if k not in state)
+        mismatched = []
+        for key, (module, name, is_param) in targets.items():
+            if key in state:
+                current = module._parameters[name].data if is_param else module._buffers[name]
+                new_shape = tuple(numpy.shape(state[key]))
+                if current is not None and tuple(current.shape) != new_shape:
+                    mismatched.append(f"{key}: model has {tuple(current.shape)}, got {new_shape}")
+        problems = []
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
+        if strict and missing:
+            problems.append(f"missing keys: {missing}")
+        if mismatched:
+            problems.append("shape mismatches: " + "; ".join(mismatched))
+        if problems:
+            raise KeyError(
+                f"load_state_dict into {self._name()} failed, nothing was loaded. "
+                + " | ".join(problems)
+            )
+        for key, (module, name, is_param) in targets.items():
+            if key not in state:
+                continue
+            value = numpy.asarray(state[key])
+            current = module._parameters[name].data if is_param else module._buffers[name]
+            if current is not None:
+                value = backend.to_device(value.astype(current.dtype), backend.device_of(current))
+            if is_param:
+                module._parameters[name].data = value.copy()
+            else:
+                module._set_buffer(name, value.copy())
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the state dict to an ``.npz`` file atomically (temp file, then rename)."""
+        save_arrays(path, self.state_dict())
+
+    def load(self, path: str | os.PathLike, strict: bool = True) -> Module:
+        """Load a state dict saved by :meth:`save`; pickles are never loaded."""
+        with numpy.load(os.fspath(path), allow_pickle=False) as f:
+            self.load_state_dict({k: f[k] for k in f.files}, strict=strict)
+        return self
+
+    # printing -----------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{self._name()}({self.extra_repr()}"]
+        children = list(self._modules.items())
+        if not children:
+            return lines[0] + ")"
+        for name, child in children:
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        return "\n".join(lines) + "\n)"
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+    """``numpy.savez`` to a temp file in the target folder, then an atomic rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            numpy.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def check_input(
+    layer: Module,
+    x: Any,
+    ndim: int | tuple[int, ...],
+    layout: str,
+    channels: int | None = None,
+    channel_axis: int = 1,
+    what: str = "channels",
+) -> None:
+    """Validate a layer input and raise :class:`LayerInputError` naming the layer.
+
+    ``layout`` names the expected shape for the message, e.g. ``"(N, C, H, W)"``.
+    """
+    name = layer._name()
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise LayerInputError(f"{name} expected an array {layout}, got {type(x).__name__}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if x.ndim not in dims:
+        raise LayerInputError(
+            f"{name} expected a {' or '.join(map(str, dims))}-D input {layout}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.dtype.kind != "f":
+        raise LayerInputError(
+            f"{name} expected a floating-point input (float32 or float64), got dtype {x.dtype}"
+        )
+    if channels is not None and x.shape[channel_axis] != channels:
+        raise LayerInputError(
+            f"{name} expected {channels} {what} on axis {channel_axis} of {layout}, "
+            f"got {x.shape[channel_axis]} (input shape {tuple(x.shape)})"
+        )
