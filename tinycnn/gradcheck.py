@@ -96,7 +96,7 @@ def gradcheck(
     states = [g.bit_generator.state for g in gens]
 
     def run(inp: np.ndarray) -> Any:
-        for g, s in zip(gens, states):
+        for g, s in zip(gens, states, strict=True):
             g.bit_generator.state = s
         return m(inp) if target is None else m(inp, target)
 

@@ -300,6 +300,13 @@ class Module:
             self.load_state_dict({k: f[k] for k in f.files}, strict=strict)
         return self
 
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+        """Multiply-adds of one forward pass for these shapes (0 unless a layer says so).
+
+        Containers report 0 themselves; :func:`tinycnn.summary` adds up their leaves.
+        """
+        return 0
+
     # printing -----------------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""

@@ -53,6 +53,9 @@ class Affine(Module):
     def _clear_cache(self) -> None:
         self.x = None
 
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+        return in_shape[0] * self.in_features * self.out_features
+
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
