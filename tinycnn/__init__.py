@@ -4,16 +4,29 @@ from tinycnn._threads import apply_defaults as _apply_thread_defaults
 
 _apply_thread_defaults()  # must run before NumPy starts its BLAS thread pool
 
-from tinycnn import backend  # noqa: E402
+from tinycnn import backend, losses, optim  # noqa: E402
 from tinycnn.backend import current_kernels, gpu_available, use_kernels  # noqa: E402
+from tinycnn.containers import Concat, Residual, Sequential  # noqa: E402
+from tinycnn.gradcheck import gradcheck  # noqa: E402
 from tinycnn.layers import *  # noqa: E402,F403
 from tinycnn.layers import __all__ as _layer_names  # noqa: E402
+from tinycnn.losses import MSELoss, SoftmaxCrossEntropy  # noqa: E402
 from tinycnn.module import (  # noqa: E402
     BackwardBeforeForwardError,
     LayerInputError,
     Module,
     Parameter,
 )
+from tinycnn.optim import (  # noqa: E402
+    SGD,
+    AdaGrad,
+    Adam,
+    AdamW,
+    Momentum,
+    RMSProp,
+    clip_grad_norm,
+)
+from tinycnn.summary import summary  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -27,4 +40,20 @@ __all__ = [
     "current_kernels",
     "gpu_available",
     "use_kernels",
+    "Sequential",
+    "Residual",
+    "Concat",
+    "SoftmaxCrossEntropy",
+    "MSELoss",
+    "SGD",
+    "Momentum",
+    "AdaGrad",
+    "RMSProp",
+    "Adam",
+    "AdamW",
+    "clip_grad_norm",
+    "summary",
+    "gradcheck",
+    "losses",
+    "optim",
 ]

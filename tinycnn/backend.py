@@ -9,7 +9,8 @@ CPU kernels come in two sets with identical signatures:
 
 * ``"reference"``: plain NumPy in :mod:`tinycnn.kernels.reference`, slow and obvious,
   the test oracle and the notebooks' teaching version;
-* ``"numba"``: Numba-jitted kernels in :mod:`tinycnn.kernels.numba_cpu`.
+* ``"numba"``: Numba-jitted kernels in :mod:`tinycnn.kernels.numba_cpu`, the default
+  (falls back to ``"reference"`` with a warning when Numba does not import).
 
 ``use_kernels("reference")`` switches at run time (also as a ``with`` block).
 CuPy arrays always get the CUDA kernels in :mod:`tinycnn.kernels.cuda`.
@@ -18,13 +19,16 @@ CuPy arrays always get the CUDA kernels in :mod:`tinycnn.kernels.cuda`.
 from __future__ import annotations
 
 import importlib
+import warnings
 from types import ModuleType
 from typing import Any
 
 import numpy
 
 KERNEL_SETS = ("reference", "numba")
-_state = {"kernels": "reference"}
+# The fast set is the default; kernels() falls back to "reference", with a warning, when
+# Numba cannot be imported.
+_state = {"kernels": "numba"}
 _loaded: dict[str, ModuleType] = {}
 _cupy: ModuleType | None = None
 _cupy_error: str | None = None
@@ -165,9 +169,20 @@ def kernels(x: Any = None) -> ModuleType:
     """The kernel module for ``x``'s device and the selected CPU kernel set.
 
     Every kernel module exposes the same functions as :mod:`tinycnn.kernels.reference`.
+    If Numba cannot be imported, the reference kernels are used instead (with a warning,
+    once) and the selection switches to ``"reference"``.
     """
     if x is not None and is_gpu_array(x):
         return _load("cuda")
     if _state["kernels"] == "numba":
-        return _load("numba_cpu")
+        try:
+            return _load("numba_cpu")
+        except ImportError as exc:
+            warnings.warn(
+                f"the Numba kernels are unavailable ({exc}); tinycnn falls back to the slow "
+                "reference NumPy kernels. Install numba for fast CPU training.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _state["kernels"] = "reference"
     return _load("reference")

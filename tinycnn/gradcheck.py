@@ -14,7 +14,7 @@ a relative error that stays meaningful where single entries are near zero.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ class GradcheckResult:
 
     errors: dict[str, float]
     tolerance: float
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def worst(self) -> float:
@@ -43,6 +44,8 @@ class GradcheckResult:
         lines = [f"{'array':<{width}}  relative error"]
         for name, err in self.errors.items():
             flag = "  <-- FAIL" if err > self.tolerance else ""
+            if name in self.notes:
+                flag += f" ({self.notes[name]})"
             lines.append(f"{name:<{width}}  {err:.3e}{flag}")
         return "\n".join(lines)
 
@@ -130,7 +133,17 @@ def gradcheck(
         return np.sort(rng.choice(size, size=max_entries, replace=False))
 
     errors: dict[str, float] = {}
-    if check_input and grad_x is not None:
+    notes: dict[str, str] = {}
+
+    def wrong_shape(name: str, grad: Any, want: tuple[int, ...]) -> bool:
+        # A flattened or broadcast gradient would otherwise pass the element-wise check.
+        got = tuple(np.shape(grad))
+        if got != tuple(want):
+            errors[name] = float("inf")
+            notes[name] = f"gradient has shape {got}, expected {tuple(want)}"
+        return got != tuple(want)
+
+    if check_input and grad_x is not None and not wrong_shape("input", grad_x, x.shape):
         idx = pick(x.size)
         numeric = numeric_at(x, idx, lambda: objective(x))
         errors["input"] = _rel_error(np.asarray(grad_x).reshape(-1)[idx], numeric)
@@ -140,13 +153,16 @@ def gradcheck(
                 continue
             if p.grad is None:
                 errors[name] = float("inf")
+                notes[name] = "no gradient: backward never accumulated it"
+                continue
+            if wrong_shape(name, p.grad, p.data.shape):
                 continue
             analytic = np.asarray(p.grad, dtype=np.float64).reshape(-1).copy()
             idx = pick(p.data.size)
             numeric = numeric_at(p.data, idx, lambda: objective(x))
             errors[name] = _rel_error(analytic[idx], numeric)
 
-    result = GradcheckResult(errors, tol)
+    result = GradcheckResult(errors, tol, notes)
     if raise_on_fail and result.worst > tol:
         raise GradcheckError(
             f"gradcheck of {type(module).__name__} failed (tolerance {tol:.1e}):\n"

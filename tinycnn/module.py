@@ -201,6 +201,8 @@ class Module:
     def to(self, device: str) -> Module:
         """Move parameters, gradients and buffers to ``"cpu"`` or ``"gpu"``; returns ``self``."""
         device = backend.check_device(device)
+        if device == "gpu":
+            backend.require_gpu()  # fail clearly even for a module with no arrays to move
         for m in self.modules():
             for p in m._parameters.values():
                 p.data = backend.to_device(p.data, device)
@@ -235,12 +237,20 @@ class Module:
 
     # state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Parameters and buffers by dotted name, as host (NumPy) copies."""
+        """Parameters and buffers by dotted name, as host (NumPy) copies.
+
+        PyTorch's order and keys: module by module, its parameters then its buffers; a
+        parameter shared by two modules appears under both names (so the dict loads back
+        strictly); ``None`` buffers are left out.
+        """
         state: dict[str, Any] = {}
-        for name, p in self.named_parameters():
-            state[name] = numpy.array(backend.to_device(p.data, "cpu"))
-        for name, b in self.named_buffers():
-            state[name] = numpy.array(backend.to_device(b, "cpu"))
+        for mod_name, module in self.named_modules():
+            prefix = f"{mod_name}." if mod_name else ""
+            for name, p in module._parameters.items():
+                state[prefix + name] = numpy.array(backend.to_device(p.data, "cpu"))
+            for name, b in module._buffers.items():
+                if b is not None:
+                    state[prefix + name] = numpy.array(backend.to_device(b, "cpu"))
         return state
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
@@ -255,8 +265,9 @@ class Module:
         for mod_name, module in self.named_modules():
             for name in module._parameters:
                 targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, True)
-            for name in module._buffers:
-                targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, False)
+            for name, b in module._buffers.items():
+                if b is not None:
+                    targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, False)
         unexpected = sorted(k for k in state if k not in targets)
         missing = sorted(k for k in targets if k not in state)
         mismatched = []

@@ -145,3 +145,56 @@ def avgpool2d_backward(
             dx[:, :, i : i + sh * (oh - 1) + 1 : sh,
                j : j + sw * (ow - 1) + 1 : sw] += share
     return dx[:, :, ph : ph + h, pw : pw + w]
+
+
+def relu_forward(x: Any) -> Any:
+    """``y = max(x, 0)``. The output doubles as the backward mask: ``y > 0`` iff ``x > 0``."""
+    xp = get_array_module(x)
+    return xp.maximum(x, 0).astype(x.dtype, copy=False)
+
+
+def relu_backward(grad_out: Any, y: Any) -> Any:
+    """dL/dx = g * [y > 0], from the forward *output* ``y`` (no boolean mask to keep)."""
+    return grad_out * (y > 0)
+
+
+def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: bool) -> Any:
+    """Finish a convolution: GEMM rows ``(N*OH*OW, O)`` to ``(N, O, OH, OW)``, + bias, ReLU.
+
+    ``rows`` is ``cols @ W_col^T`` (rows ordered ``(n, oh, ow)``); ``bias`` may be ``None``;
+    ``relu=True`` applies ``max(., 0)`` (a Conv2D followed by a ReLU, fused).
+    """
+    xp = get_array_module(rows)
+    n, o, oh, ow = out_shape
+    y = rows.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+    if bias is not None:
+        y = y + bias.astype(rows.dtype, copy=False).reshape(1, o, 1, 1)
+    if relu:
+        y = xp.maximum(y, 0)
+    return xp.ascontiguousarray(y, dtype=rows.dtype)
+
+
+def batchnorm_stats(x: Any) -> tuple[Any, Any]:
+    """Per-channel mean and biased variance of ``x (N, C, ...)`` over every axis but 1."""
+    axes = (0, *range(2, x.ndim))
+    mean = x.mean(axis=axes)
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    xc = x - mean.reshape(shape)
+    return mean, (xc * xc).mean(axis=axes)
+
+
+def batchnorm_backward(grad_out: Any, xhat: Any, scale: Any) -> tuple[Any, Any, Any]:
+    """BatchNorm's backward with batch statistics, ``m`` values per channel.
+
+    Returns ``(dx, sum(g), sum(g * xhat))`` (sums per channel) with
+    ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))`` and ``scale = gamma / sigma``.
+    """
+    axes = (0, *range(2, grad_out.ndim))
+    shape = (1, grad_out.shape[1]) + (1,) * (grad_out.ndim - 2)
+    m = grad_out.size // grad_out.shape[1]
+    g_sum = grad_out.sum(axis=axes)
+    gx_sum = (grad_out * xhat).sum(axis=axes)
+    dx = grad_out * m - xhat * gx_sum.reshape(shape)
+    dx -= g_sum.reshape(shape)
+    dx *= (scale.astype(grad_out.dtype, copy=False) / m).reshape(shape)
+    return dx, g_sum, gx_sum

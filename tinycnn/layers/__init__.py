@@ -1,6 +1,41 @@
 """Layers: each one a class with ``forward`` and its hand-written ``backward`` side by side."""
 
-from tinycnn.layers.activation import ReLU
+from tinycnn.layers.activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from tinycnn.layers.adaptive_pool import AdaptiveAvgPool2D
+from tinycnn.layers.conv import Conv2D
+from tinycnn.layers.conv_transpose import ConvTranspose2D
+from tinycnn.layers.dropout import Dropout, Dropout2D, Dropout2d
 from tinycnn.layers.linear import Affine, Linear
+from tinycnn.layers.lrn import LocalResponseNorm
+from tinycnn.layers.norm import BatchNorm1D, BatchNorm1d, BatchNorm2D, BatchNorm2d
+from tinycnn.layers.padding import ZeroPad2D
+from tinycnn.layers.pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from tinycnn.layers.shape import Flatten, Identity
+from tinycnn.layers.upsample import Upsample
 
-__all__ = ["Affine", "Linear", "ReLU"]
+__all__ = [
+    "AdaptiveAvgPool2D",
+    "ConvTranspose2D",
+    "LocalResponseNorm",
+    "Upsample",
+    "ZeroPad2D",
+    "Affine",
+    "BatchNorm1D",
+    "BatchNorm1d",
+    "BatchNorm2D",
+    "BatchNorm2d",
+    "Dropout",
+    "Dropout2D",
+    "Dropout2d",
+    "Flatten",
+    "Identity",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "AvgPool2D",
+    "Conv2D",
+    "GlobalAvgPool2D",
+    "Linear",
+    "MaxPool2D",
+    "ReLU",
+]

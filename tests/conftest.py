@@ -1,0 +1,32 @@
+"""Shared test setup.
+
+A test that takes an argument named ``kernel_set`` runs once per CPU kernel set in
+``tinycnn.backend.KERNEL_SETS``; it should run its layer inside
+``with tinycnn.use_kernels(kernel_set):``. Sets whose module does not exist yet are skipped.
+(Plain parametrization, not a fixture, so it also works with hypothesis' ``@given``.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tinycnn.backend import KERNEL_SETS
+
+_KERNEL_MODULES = {"reference": "tinycnn.kernels.reference", "numba": "tinycnn.kernels.numba_cpu"}
+
+
+def _kernel_params() -> list:
+    params = []
+    for name in KERNEL_SETS:
+        module = _KERNEL_MODULES.get(name, f"tinycnn.kernels.{name}")
+        missing = importlib.util.find_spec(module) is None
+        marks = pytest.mark.skip(reason=f"{name} kernels not available") if missing else ()
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kernel_set" in metafunc.fixturenames:
+        metafunc.parametrize("kernel_set", _kernel_params())

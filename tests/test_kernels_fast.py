@@ -1,0 +1,258 @@
+"""Every Numba kernel against the plain-NumPy reference, over many shapes and dtypes.
+
+The reference kernels are the oracle: same inputs, same results (to rounding), same dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tinycnn.kernels import reference as ref
+
+fast = pytest.importorskip("tinycnn.kernels.numba_cpu", reason="numba is not installed")
+
+DTYPES = [np.float32, np.float64]
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+def tol(dtype: type) -> dict[str, float]:
+    return {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+
+
+def rand(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def tie_free(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Distinct values (a shuffled ramp), so the max-pool winner is unambiguous."""
+    return rng.permutation(np.prod(shape)).reshape(shape).astype(dtype) / 7
+
+
+def check(fast_out: np.ndarray, ref_out: np.ndarray, dtype: type) -> None:
+    assert fast_out.dtype == dtype, f"dtype changed: {fast_out.dtype} instead of {dtype}"
+    assert fast_out.shape == ref_out.shape
+    np.testing.assert_allclose(fast_out, ref_out, **tol(dtype))
+
+
+conv_geometry = st.fixed_dictionaries(
+    {
+        "n": st.integers(1, 3),
+        "c": st.integers(1, 4),
+        "h": st.integers(1, 9),
+        "w": st.integers(1, 9),
+        "kh": st.integers(1, 4),
+        "kw": st.integers(1, 4),
+        "stride": st.tuples(st.integers(1, 4), st.integers(1, 4)),
+        "padding": st.tuples(st.integers(0, 2), st.integers(0, 2)),
+        "dilation": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+def conv_out(g: dict) -> tuple[int, int]:
+    oh = ref.out_size(g["h"], g["kh"], g["stride"][0], g["padding"][0], g["dilation"][0])
+    ow = ref.out_size(g["w"], g["kw"], g["stride"][1], g["padding"][1], g["dilation"][1])
+    return oh, ow
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=conv_geometry)
+def test_im2col_and_col2im_match_reference(dtype: type, g: dict) -> None:
+    oh, ow = conv_out(g)
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(g["seed"])
+    x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    args = (g["kh"], g["kw"], g["stride"], g["padding"], g["dilation"])
+    check(fast.im2col(x, *args), ref.im2col(x, *args), dtype)
+    cols = rand(rng, (g["n"] * oh * ow, g["c"] * g["kh"] * g["kw"]), dtype)
+    check(fast.col2im(cols, x.shape, *args), ref.col2im(cols, x.shape, *args), dtype)
+
+
+pool_geometry = st.fixed_dictionaries(
+    {
+        "n": st.integers(1, 3),
+        "c": st.integers(1, 4),
+        "h": st.integers(1, 9),
+        "w": st.integers(1, 9),
+        "kh": st.integers(1, 4),
+        "kw": st.integers(1, 4),
+        "stride": st.tuples(st.integers(1, 5), st.integers(1, 5)),
+        "pad_frac": st.tuples(st.booleans(), st.booleans()),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+def pool_args(g: dict) -> tuple[tuple, tuple[int, int]]:
+    # PyTorch's rule (padding at most half the kernel), used at its largest when pad_frac
+    padding = tuple(k // 2 if p else 0 for k, p in zip((g["kh"], g["kw"]), g["pad_frac"], strict=True))
+    oh = ref.out_size(g["h"], g["kh"], g["stride"][0], padding[0])
+    ow = ref.out_size(g["w"], g["kw"], g["stride"][1], padding[1])
+    return (g["kh"], g["kw"], g["stride"], padding), (oh, ow)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=pool_geometry)
+def test_maxpool_matches_reference(dtype: type, g: dict) -> None:
+    args, (oh, ow) = pool_args(g)
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(g["seed"])
+    x = tie_free(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    out, arg = fast.maxpool2d_forward(x, *args)
+    out_ref, arg_ref = ref.maxpool2d_forward(x, *args)
+    check(out, out_ref, dtype)
+    np.testing.assert_array_equal(arg, arg_ref)
+    grad = rand(rng, out.shape, dtype)
+    check(
+        fast.maxpool2d_backward(grad, arg, x.shape, *args),
+        ref.maxpool2d_backward(grad, arg_ref, x.shape, *args),
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=pool_geometry)
+def test_avgpool_matches_reference(dtype: type, g: dict) -> None:
+    args, (oh, ow) = pool_args(g)
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(g["seed"])
+    x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    check(fast.avgpool2d_forward(x, *args), ref.avgpool2d_forward(x, *args), dtype)
+    grad = rand(rng, (g["n"], g["c"], oh, ow), dtype)
+    check(
+        fast.avgpool2d_backward(grad, x.shape, *args),
+        ref.avgpool2d_backward(grad, x.shape, *args),
+        dtype,
+    )
+
+
+def test_maxpool_ties_go_to_the_first_maximum() -> None:
+    x = np.ones((1, 1, 2, 2), dtype=np.float32)
+    out, arg = fast.maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))
+    assert arg[0, 0, 0, 0] == 0
+    dx = fast.maxpool2d_backward(np.full_like(out, 3.0), arg, x.shape, 2, 2, (2, 2), (0, 0))
+    np.testing.assert_array_equal(dx[0, 0], [[3.0, 0.0], [0.0, 0.0]])
+
+
+EDGE_CASES = [
+    # (x shape, kh, kw, stride, padding, dilation)
+    ((2, 3, 5, 5), 1, 1, (1, 1), (0, 0), (1, 1)),  # 1x1 kernel
+    ((2, 2, 4, 6), 4, 6, (1, 1), (0, 0), (1, 1)),  # kernel = input size: one output
+    ((1, 2, 9, 9), 2, 2, (3, 4), (0, 0), (1, 1)),  # stride > kernel: skipped pixels
+    ((1, 1, 1, 1), 1, 1, (1, 1), (0, 0), (1, 1)),  # a single pixel
+    ((3, 2, 7, 5), 3, 3, (2, 1), (1, 2), (2, 1)),  # mixed everything
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_edge_cases(dtype: type, case: tuple) -> None:
+    shape, kh, kw, stride, padding, dilation = case
+    rng = np.random.default_rng(0)
+    x = tie_free(rng, shape, dtype)
+    cols = fast.im2col(x, kh, kw, stride, padding, dilation)
+    check(cols, ref.im2col(x, kh, kw, stride, padding, dilation), dtype)
+    g = rand(rng, cols.shape, dtype)
+    check(
+        fast.col2im(g, shape, kh, kw, stride, padding, dilation),
+        ref.col2im(g, shape, kh, kw, stride, padding, dilation),
+        dtype,
+    )
+    pool_pad = (min(padding[0], kh // 2), min(padding[1], kw // 2))
+    out, arg = fast.maxpool2d_forward(x, kh, kw, stride, pool_pad)
+    out_ref, arg_ref = ref.maxpool2d_forward(x, kh, kw, stride, pool_pad)
+    check(out, out_ref, dtype)
+    np.testing.assert_array_equal(arg, arg_ref)
+    gp = rand(rng, out.shape, dtype)
+    check(
+        fast.maxpool2d_backward(gp, arg, shape, kh, kw, stride, pool_pad),
+        ref.maxpool2d_backward(gp, arg_ref, shape, kh, kw, stride, pool_pad),
+        dtype,
+    )
+    check(
+        fast.avgpool2d_backward(gp, shape, kh, kw, stride, pool_pad),
+        ref.avgpool2d_backward(gp, shape, kh, kw, stride, pool_pad),
+        dtype,
+    )
+
+
+def test_non_contiguous_inputs_are_read_correctly() -> None:
+    """Layers may hand over transposed views (e.g. NHWC data seen as NCHW)."""
+    rng = np.random.default_rng(1)
+    x = rand(rng, (2, 6, 7, 3), np.float32).transpose(0, 3, 1, 2)
+    check(fast.im2col(x, 3, 3, (1, 1), (1, 1)), ref.im2col(x, 3, 3, (1, 1), (1, 1)), np.float32)
+    out, _ = fast.maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))
+    check(out, ref.maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))[0], np.float32)
+    check(fast.relu_forward(x), ref.relu_forward(x), np.float32)
+
+
+shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_relu_matches_reference(dtype: type, shape: tuple, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rand(rng, shape, dtype)
+    y = fast.relu_forward(x)
+    check(y, ref.relu_forward(x), dtype)
+    g = rand(rng, shape, dtype)
+    check(fast.relu_backward(g, y), ref.relu_backward(g, ref.relu_forward(x)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(
+    n=st.integers(1, 3), o=st.integers(1, 5), oh=st.integers(1, 5), ow=st.integers(1, 5),
+    has_bias=st.booleans(), relu=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_bias_relu_matches_reference(
+    dtype: type, n: int, o: int, oh: int, ow: int, has_bias: bool, relu: bool, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    rows = rand(rng, (n * oh * ow, o), dtype)
+    bias = rand(rng, (o,), dtype) if has_bias else None
+    shape = (n, o, oh, ow)
+    check(fast.bias_relu(rows, bias, shape, relu), ref.bias_relu(rows, bias, shape, relu), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(
+    shape=st.sampled_from([(4, 3), (2, 3, 5), (3, 2, 4, 5), (1, 1, 2, 1), (5, 4, 1, 1)]),
+    seed=st.integers(0, 2**16),
+)
+def test_batchnorm_kernels_match_reference(dtype: type, shape: tuple, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = (rand(rng, shape, dtype) * 3 + 2).astype(dtype)
+    mean, var = fast.batchnorm_stats(x)
+    mean_ref, var_ref = ref.batchnorm_stats(x)
+    check(mean, mean_ref, dtype)
+    check(var, var_ref, dtype)
+    g = rand(rng, shape, dtype)
+    xhat = rand(rng, shape, dtype)
+    scale = rand(rng, (shape[1],), dtype)
+    got_all = fast.batchnorm_backward(g, xhat, scale)
+    for got, want in zip(got_all, ref.batchnorm_backward(g, xhat, scale), strict=True):
+        check(got, want, dtype)
+
+
+def test_warmup_compiles_every_kernel_and_reports_seconds() -> None:
+    seconds = fast.warmup()
+    assert seconds >= 0.0
+    assert fast.warmup() < 1.0  # everything is compiled now: a second call is cheap
+
+
+def test_fast_module_has_every_reference_kernel() -> None:
+    public = [n for n in dir(ref) if not n.startswith("_") and callable(getattr(ref, n))]
+    kernels = [n for n in public if n not in ("Any", "get_array_module")]
+    missing = [name for name in kernels if not hasattr(fast, name)]
+    assert not missing, f"numba_cpu lacks {missing}"

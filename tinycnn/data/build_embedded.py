@@ -1,0 +1,79 @@
+"""Build the MNIST subset shipped inside tinycnn (``tinycnn/data/embedded/mnist_subset.npz``).
+
+Run ``python -m tinycnn.data.build_embedded --source <folder with the MNIST files>``.
+
+The subset is class-balanced and deterministic: the first ``train_per_class`` images of
+each digit from the training file (1,000 each, 10,000 in all) and the first
+``test_per_class`` of each digit from the test file (200 each, 2,000 in all), kept in
+file order. Balanced classes keep accuracy on the subset meaningful; taking the first
+images (no random draw) lets anyone rebuild the identical file from the canonical data.
+Stored uint8 with ``np.savez_compressed``; ``train_index`` / ``test_index`` record which
+canonical images were taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tinycnn.data.download import data_root
+from tinycnn.data.mnist import EMBEDDED_PATH, MNIST
+
+
+def first_per_class(labels: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:
+    """Indices of the first ``per_class`` images of every class, in file order."""
+    picks = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has only {len(idx)} images, {per_class} requested")
+        picks.append(idx)
+    return np.sort(np.concatenate(picks))
+
+
+def build(source: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+          train_per_class: int = 1000, test_per_class: int = 200) -> Path:
+    """Write the subset atomically to ``out`` (default: the packaged path) and return it."""
+    out = Path(out) if out is not None else EMBEDDED_PATH
+    arrays = {}
+    for split, train, per_class in (("train", True, train_per_class),
+                                    ("test", False, test_per_class)):
+        full = MNIST(data_root(source), train=train)
+        index = first_per_class(full.targets, per_class)
+        arrays[f"x_{split}"] = full.data[index, 0]
+        arrays[f"y_{split}"] = full.targets[index].astype(np.uint8)
+        arrays[f"{split}_index"] = index.astype(np.int32)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getvalue())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; this file ships with the package
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", help="folder with the MNIST files (default: TINYCNN_DATA "
+                        "or the per-user cache)")
+    parser.add_argument("--out", help=f"output file (default: {EMBEDDED_PATH})")
+    parser.add_argument("--train-per-class", type=int, default=1000)
+    parser.add_argument("--test-per-class", type=int, default=200)
+    args = parser.parse_args(argv)
+    path = build(args.source, args.out, args.train_per_class, args.test_per_class)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""Numba kernels: the same functions, signatures and results as :mod:`tinycnn.kernels.reference`.
+
+How they are built (see ``docs/kernels.md`` for each family):
+
+* Every public function is a thin Python wrapper. It allocates the output with NumPy
+  (``np.empty`` in the input's dtype: a float32 net stays float32) and hands it to one
+  ``@njit`` kernel. Large arrays are never allocated inside jitted code: Numba's allocator
+  was measured 3x slower than NumPy's for a 45 MB buffer.
+* Parallel loops (``prange``) run over *disjoint* outputs: a channel plane ``(n, c)``,
+  an image row, a channel. No two threads ever add into the same element, so no atomics
+  and no ``np.add.at``. ``col2im`` is written as a gather: each input pixel sums the
+  column entries that saw it.
+* Kernels never call each other. With Numba 0.68.1, ``cache=True`` on a jitted function
+  that calls another cached ``parallel=True`` function segfaulted when loaded from the
+  on-disk cache, so each kernel is one self-contained function, called from Python.
+* ``cache=True`` stores the compiled code on disk (``NUMBA_CACHE_DIR`` is honoured), so
+  only the very first run pays the compile time; :func:`warmup` compiles or loads all.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from tinycnn.kernels.reference import out_size
+
+Pair = tuple[int, int]
+
+__all__ = [
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "batchnorm_backward",
+    "batchnorm_stats",
+    "bias_relu",
+    "col2im",
+    "im2col",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
+    "out_size",
+    "relu_backward",
+    "relu_forward",
+    "warmup",
+]
+
+
+def _c(a: Any) -> np.ndarray:
+    """A C-contiguous view (or copy): kernels index flat memory in row-major order."""
+    return np.ascontiguousarray(a)
+
+
+# --------------------------------------------------------------------------- im2col / col2im
+
+
+@njit(parallel=True, cache=True)
+def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):  # pragma: no cover
+    n, c, h, w = x.shape
+    for r in prange(n * oh):  # one output row (n, oy) per task: disjoint rows of cols
+        ni = r // oh
+        oy = r % oh
+        for ox in range(ow):
+            row = r * ow + ox
+            col = 0
+            for ci in range(c):
+                for i in range(kh):
+                    iy = oy * sh - ph + i * dh
+                    inside_y = 0 <= iy < h
+                    for j in range(kw):
+                        ix = ox * sw - pw + j * dw
+                        if inside_y and 0 <= ix < w:
+                            cols[row, col] = x[ni, ci, iy, ix]
+                        else:
+                            cols[row, col] = 0
+                        col += 1
+
+
+def im2col(
+    x: Any, kh: int, kw: int, stride: Pair, padding: Pair, dilation: Pair = (1, 1)
+) -> np.ndarray:
+    """Unfold ``x (N, C, H, W)`` into the column matrix ``(N*OH*OW, C*kh*kw)``."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    cols = np.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
+    _im2col_kernel(_c(x), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
+    return cols
+
+
+@njit(parallel=True, cache=True)
+def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):  # pragma: no cover
+    n, c, h, w = dx.shape
+    for ni in prange(n):  # each task owns one image: no other thread ever adds into it
+        for ci in range(c):
+            for y in range(h):
+                for x in range(w):
+                    dx[ni, ci, y, x] = 0
+        # Read the image's rows in memory order (sequential, prefetch-friendly) and add each
+        # entry into the pixel its tap saw; the image's gradient stays in L1/L2 meanwhile.
+        for oy in range(oh):
+            for ox in range(ow):
+                row = (ni * oh + oy) * ow + ox
+                col = 0
+                for ci in range(c):
+                    for i in range(kh):
+                        iy = oy * sh - ph + i * dh
+                        inside_y = 0 <= iy < h
+                        for j in range(kw):
+                            ix = ox * sw - pw + j * dw
+                            if inside_y and 0 <= ix < w:
+                                dx[ni, ci, iy, ix] += cols[row, col]
+                            col += 1
+
+
+def col2im(
+    cols: Any,
+    x_shape: tuple[int, int, int, int],
+    kh: int,
+    kw: int,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair = (1, 1),
+) -> np.ndarray:
+    """The adjoint of :func:`im2col`: each pixel gets the sum of the taps that saw it.
+
+    Parallel over images: a thread owns whole images, so no two threads ever add into the
+    same element (no atomics, no ``np.add.at``), and it reads the column matrix in order.
+    """
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    dx = np.empty((n, c, h, w), dtype=cols.dtype)
+    _col2im_kernel(_c(cols), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
+    return dx
+
+
+# --------------------------------------------------------------------------------- pooling
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_fwd_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax):  # pragma: no cover
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for nc in prange(n * c):
+        ni = nc // c
+        ci = nc % c
+        for oy in range(oh):
+            y0 = oy * sh - ph
+            i_lo, i_hi = max(0, -y0), min(kh, h - y0)  # taps inside the image (padding is -inf)
+            for ox in range(ow):
+                x0 = ox * sw - pw
+                j_lo, j_hi = max(0, -x0), min(kw, w - x0)
+                best = x[ni, ci, y0 + i_lo, x0 + j_lo]
+                arg = i_lo * kw + j_lo
+                for i in range(i_lo, i_hi):
+                    for j in range(j_lo, j_hi):
+                        v = x[ni, ci, y0 + i, x0 + j]
+                        if v > best:  # strict: the first maximum wins ties, like np.argmax
+                            best = v
+                            arg = i * kw + j
+                out[ni, ci, oy, ox] = best
+                argmax[ni, ci, oy, ox] = arg
+
+
+def maxpool2d_forward(
+    x: Any, kh: int, kw: int, stride: Pair, padding: Pair
+) -> tuple[np.ndarray, np.ndarray]:
+    """Max over each window, read straight from ``x`` (no window copy, no im2col).
+
+    Returns ``(out (N, C, OH, OW), argmax)``; ``argmax`` (int32) is the flat tap index
+    ``i*kw + j`` of each window's first maximum.
+    """
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int32)
+    _maxpool_fwd_kernel(_c(x), kh, kw, sh, sw, ph, pw, out, argmax)
+    return out, argmax
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_bwd_kernel(grad_out, argmax, kw, sh, sw, ph, pw, dx):  # pragma: no cover
+    n, c, h, w = dx.shape
+    oh, ow = grad_out.shape[2], grad_out.shape[3]
+    for nc in prange(n * c):  # the thread that owns plane (n, c) does every add into it
+        ni = nc // c
+        ci = nc % c
+        for y in range(h):
+            for x in range(w):
+                dx[ni, ci, y, x] = 0
+        for oy in range(oh):
+            for ox in range(ow):
+                a = argmax[ni, ci, oy, ox]
+                iy = oy * sh - ph + a // kw
+                ix = ox * sw - pw + a % kw
+                if 0 <= iy < h and 0 <= ix < w:
+                    dx[ni, ci, iy, ix] += grad_out[ni, ci, oy, ox]
+
+
+def maxpool2d_backward(
+    grad_out: Any, argmax: Any, x_shape: tuple[int, int, int, int],
+    kh: int, kw: int, stride: Pair, padding: Pair,
+) -> np.ndarray:
+    """dL/dx: each output's gradient goes to the input its window's maximum came from."""
+    (sh, sw), (ph, pw) = stride, padding
+    dx = np.empty(tuple(x_shape), dtype=grad_out.dtype)
+    _maxpool_bwd_kernel(_c(grad_out), _c(argmax), kw, sh, sw, ph, pw, dx)
+    return dx
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_fwd_kernel(x, kh, kw, sh, sw, ph, pw, zero, out):  # pragma: no cover
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for nc in prange(n * c):
+        ni = nc // c
+        ci = nc % c
+        for oy in range(oh):
+            for ox in range(ow):
+                acc = zero
+                for i in range(kh):
+                    iy = oy * sh - ph + i
+                    if 0 <= iy < h:
+                        for j in range(kw):
+                            ix = ox * sw - pw + j
+                            if 0 <= ix < w:
+                                acc += x[ni, ci, iy, ix]
+                out[ni, ci, oy, ox] = acc / (kh * kw)
+
+
+def avgpool2d_forward(x: Any, kh: int, kw: int, stride: Pair, padding: Pair) -> np.ndarray:
+    """Mean over each window, zero padding counted in the divisor ``kh*kw``."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    _avgpool_fwd_kernel(_c(x), kh, kw, sh, sw, ph, pw, x.dtype.type(0), out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_bwd_kernel(grad_out, kh, kw, sh, sw, ph, pw, dx):  # pragma: no cover
+    n, c, h, w = dx.shape
+    oh, ow = grad_out.shape[2], grad_out.shape[3]
+    for nc in prange(n * c):
+        ni = nc // c
+        ci = nc % c
+        for y in range(h):
+            for x in range(w):
+                dx[ni, ci, y, x] = 0
+        for oy in range(oh):
+            for ox in range(ow):
+                share = grad_out[ni, ci, oy, ox] / (kh * kw)
+                for i in range(kh):
+                    iy = oy * sh - ph + i
+                    if 0 <= iy < h:
+                        for j in range(kw):
+                            ix = ox * sw - pw + j
+                            if 0 <= ix < w:
+                                dx[ni, ci, iy, ix] += share
+
+
+def avgpool2d_backward(
+    grad_out: Any, x_shape: tuple[int, int, int, int],
+    kh: int, kw: int, stride: Pair, padding: Pair,
+) -> np.ndarray:
+    """dL/dx: every input of a window gets ``grad_out / (kh*kw)``, summed over windows."""
+    (sh, sw), (ph, pw) = stride, padding
+    dx = np.empty(tuple(x_shape), dtype=grad_out.dtype)
+    _avgpool_bwd_kernel(_c(grad_out), kh, kw, sh, sw, ph, pw, dx)
+    return dx
+
+
+# ------------------------------------------------------------------------------------ ReLU
+
+
+@njit(parallel=True, cache=True)
+def _relu_fwd_kernel(x, y):  # pragma: no cover
+    for i in prange(x.size):
+        v = x[i]
+        if v > 0:
+            y[i] = v
+        else:
+            y[i] = 0
+
+
+@njit(parallel=True, cache=True)
+def _relu_bwd_kernel(g, y, dx):  # pragma: no cover
+    for i in prange(g.size):
+        if y[i] > 0:
+            dx[i] = g[i]
+        else:
+            dx[i] = 0
+
+
+def relu_forward(x: Any) -> np.ndarray:
+    """``max(x, 0)`` in one pass, no boolean mask kept."""
+    x = _c(x)
+    y = np.empty_like(x)
+    _relu_fwd_kernel(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(grad_out: Any, y: Any) -> np.ndarray:
+    """``grad_out * [y > 0]`` from the forward *output* ``y`` (``y > 0`` iff ``x > 0``)."""
+    g, y = _c(grad_out), _c(y)
+    dx = np.empty_like(g)
+    _relu_bwd_kernel(g.reshape(-1), y.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+@njit(parallel=True, cache=True)
+def _bias_relu_kernel(rows, bias, relu, out):  # pragma: no cover
+    n, o, hw = out.shape
+    for ni in prange(n):  # one image per task: rows read in order, O planes written
+        for p in range(hw):
+            r = ni * hw + p
+            for oc in range(o):
+                v = rows[r, oc] + bias[oc]
+                if relu and not v > 0:
+                    out[ni, oc, p] = 0
+                else:
+                    out[ni, oc, p] = v
+
+
+def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: bool) -> np.ndarray:
+    """GEMM rows ``(N*OH*OW, O)`` to NCHW ``(N, O, OH, OW)``, plus bias, then ReLU if asked.
+
+    One pass instead of three (bias add, NHWC->NCHW copy, ReLU). ``bias=None`` adds nothing.
+    """
+    rows = _c(rows)
+    n, o, oh, ow = out_shape
+    if bias is None:
+        bias = np.zeros(o, dtype=rows.dtype)
+    out = np.empty((n, o, oh, ow), dtype=rows.dtype)
+    bias = _c(bias).astype(rows.dtype, copy=False)
+    _bias_relu_kernel(rows, bias, bool(relu), out.reshape(n, o, -1))
+    return out
+
+
+# ------------------------------------------------------------------------------- BatchNorm
+
+
+@njit(parallel=True, cache=True)
+def _bn_stats_kernel(x, mean, var):  # pragma: no cover
+    n, c, hw = x.shape
+    m = n * hw
+    for ci in prange(c):  # one channel per task; sums in float64 for accuracy
+        s = 0.0
+        for ni in range(n):
+            for p in range(hw):
+                s += x[ni, ci, p]
+        mu = s / m
+        q = 0.0
+        for ni in range(n):
+            for p in range(hw):
+                d = x[ni, ci, p] - mu
+                q += d * d
+        mean[ci] = mu
+        var[ci] = q / m
+
+
+def batchnorm_stats(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and biased variance of ``x (N, C, ...)`` over every axis but 1."""
+    x = _c(x)
+    n, c = x.shape[:2]
+    mean = np.empty(c, dtype=x.dtype)
+    var = np.empty(c, dtype=x.dtype)
+    _bn_stats_kernel(x.reshape(n, c, -1), mean, var)
+    return mean, var
+
+
+@njit(parallel=True, cache=True)
+def _bn_bwd_kernel(g, xhat, scale, dx, g_sum, gx_sum):  # pragma: no cover
+    n, c, hw = g.shape
+    m = n * hw
+    for ci in prange(c):
+        s = 0.0
+        sx = 0.0
+        for ni in range(n):
+            for p in range(hw):
+                gv = g[ni, ci, p]
+                s += gv
+                sx += gv * xhat[ni, ci, p]
+        g_sum[ci] = s
+        gx_sum[ci] = sx
+        k = scale[ci] / m
+        for ni in range(n):
+            for p in range(hw):
+                dx[ni, ci, p] = k * (m * g[ni, ci, p] - s - xhat[ni, ci, p] * sx)
+
+
+def batchnorm_backward(
+    grad_out: Any, xhat: Any, scale: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BatchNorm's backward with batch statistics, in two passes over each channel.
+
+    Returns ``(dx, sum(g), sum(g * xhat))`` with sums per channel and
+    ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))`` (``scale = gamma / sigma``).
+    """
+    g, xhat = _c(grad_out), _c(xhat)
+    n, c = g.shape[:2]
+    dx = np.empty_like(g)
+    g_sum = np.empty(c, dtype=g.dtype)
+    gx_sum = np.empty(c, dtype=g.dtype)
+    _bn_bwd_kernel(
+        g.reshape(n, c, -1), xhat.reshape(n, c, -1), _c(scale).astype(g.dtype, copy=False),
+        dx.reshape(n, c, -1), g_sum, gx_sum,
+    )
+    return dx, g_sum, gx_sum
+
+
+# ---------------------------------------------------------------------------------- warm-up
+
+
+def warmup() -> float:
+    """Compile (first run) or load from the disk cache every kernel, for float32 and float64.
+
+    Returns the seconds it took: the JIT cost a training run pays once.
+    """
+    start = time.perf_counter()
+    for dtype in (np.float32, np.float64):
+        x = np.arange(2 * 3 * 6 * 6, dtype=dtype).reshape(2, 3, 6, 6)
+        cols = im2col(x, 3, 3, (1, 1), (1, 1))
+        col2im(cols, x.shape, 3, 3, (1, 1), (1, 1))
+        out, arg = maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))
+        maxpool2d_backward(out, arg, x.shape, 2, 2, (2, 2), (0, 0))
+        avg = avgpool2d_forward(x, 2, 2, (2, 2), (0, 0))
+        avgpool2d_backward(avg, x.shape, 2, 2, (2, 2), (0, 0))
+        y = relu_forward(x)
+        relu_backward(x, y)
+        bias_relu(cols[:, :3], np.zeros(3, dtype=dtype), (2, 3, 6, 6), True)
+        mean, var = batchnorm_stats(x)
+        batchnorm_backward(x, x, var)
+    return time.perf_counter() - start

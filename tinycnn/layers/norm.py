@@ -1,0 +1,194 @@
+"""Batch normalization over the channel axis (PyTorch's ``BatchNorm1d`` / ``BatchNorm2d``).
+
+One base class does the work for both: it normalizes each channel (axis 1) over *every
+other* axis, i.e. over ``(N,)`` or ``(N, L)`` for 1-D and over ``(N, H, W)`` for 2-D
+inputs, so a conv feature map is normalized per channel, never per activation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tinycnn.backend import get_array_module
+from tinycnn.module import LayerInputError, Module, Parameter, check_input
+
+
+def channel_sum(a: Any, b: Any = None) -> Any:
+    """Per-channel sum over every axis but axis 1: of ``a``, or of ``a * b`` when given.
+
+    ``einsum`` reduces without materializing the product ``a * b``.
+    """
+    xp = get_array_module(a, b)
+    a3 = a.reshape(a.shape[0], a.shape[1], -1)
+    if b is None:
+        return xp.einsum("ncl->c", a3)
+    return xp.einsum("ncl,ncl->c", a3, b.reshape(a3.shape))
+
+
+class _BatchNorm(Module):
+    """Per-channel batch normalization; subclasses only say which input ranks they take.
+
+    With ``m`` values per channel (``m = N`` or ``N*L`` or ``N*H*W``), in training mode::
+
+        mu = mean(x),  var = mean((x - mu)^2)          (biased, used to normalize)
+        xhat = (x - mu) / sigma,  sigma = sqrt(var + eps),  y = gamma * xhat + beta
+        running_mean <- (1 - momentum) * running_mean + momentum * mu
+        running_var  <- (1 - momentum) * running_var  + momentum * var * m / (m - 1)
+
+    ``momentum=None`` makes the running statistics a cumulative average
+    (``momentum = 1 / num_batches_tracked``). In eval mode ``mu`` and ``var`` are the
+    running statistics (unless ``track_running_stats=False``: then batch statistics
+    are used in both modes, as in PyTorch).
+
+    Backward, with g = dL/dy and sums over the m values of a channel:
+      dL/dgamma = sum(g * xhat),  dL/dbeta = sum(g)
+      batch statistics:   dL/dx = gamma / (m * sigma) * (m * g - sum(g) - xhat * sum(g * xhat))
+      running statistics: dL/dx = g * gamma / sqrt(running_var + eps)
+    """
+
+    _ndims: tuple[int, ...] = ()
+    _layout = ""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"{self._name()} needs num_features >= 1, got {num_features}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{self._name()} momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype=dtype))
+            self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        else:
+            self.weight = None
+            self.bias = None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            # Not registered: PyTorch's state dict has no such keys in this case.
+            self.running_mean = None
+            self.running_var = None
+            self.num_batches_tracked = None
+        self.xhat = None
+        self.inv_std = None
+        self.batch_stats = None
+
+    def forward(self, x: Any) -> Any:
+        check_input(self, x, self._ndims, self._layout, channels=self.num_features)
+        xp = get_array_module(x)
+        shape = (1, self.num_features) + (1,) * (x.ndim - 2)  # broadcast a per-channel vector
+        m = x.size // self.num_features
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            if self.training and m <= 1:
+                raise LayerInputError(
+                    f"{self._name()} expected more than 1 value per channel when training, "
+                    f"got input shape {tuple(x.shape)}"
+                )
+            mean = channel_sum(x) / m
+            xhat = x - mean.reshape(shape)  # centred here, scaled in place below
+            var = channel_sum(xhat, xhat) / m
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, m)
+        else:
+            mean = self.running_mean.astype(x.dtype, copy=False)
+            var = self.running_var.astype(x.dtype, copy=False)
+            xhat = x - mean.reshape(shape)
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        xhat *= inv_std.reshape(shape)
+        self.xhat, self.inv_std, self.batch_stats = xhat, inv_std, use_batch
+        if not self.affine:
+            return xhat
+        y = xhat * self.weight.data.astype(x.dtype, copy=False).reshape(shape)
+        y += self.bias.data.astype(x.dtype, copy=False).reshape(shape)
+        return y
+
+    def _update_running_stats(self, mean: Any, var: Any, m: int) -> None:
+        count = self.num_batches_tracked
+        count += 1  # in place: the 0-d int64 array stays the registered buffer
+        if self.momentum is None:
+            factor = 1.0 / float(self.num_batches_tracked)  # cumulative moving average
+        else:
+            factor = self.momentum
+        dt = self.running_mean.dtype
+        unbiased = var * (m / (m - 1))
+        self._set_buffer(
+            "running_mean", (1.0 - factor) * self.running_mean + factor * mean.astype(dt)
+        )
+        self._set_buffer(
+            "running_var", (1.0 - factor) * self.running_var + factor * unbiased.astype(dt)
+        )
+
+    def backward(self, grad_out: Any) -> Any:
+        self._need_cache(self.xhat)
+        xhat, inv_std = self.xhat, self.inv_std
+        shape = (1, self.num_features) + (1,) * (xhat.ndim - 2)
+        g_sum = channel_sum(grad_out)
+        gx_sum = channel_sum(grad_out, xhat)
+        if self.affine:
+            self.weight.accumulate(gx_sum.astype(self.weight.dtype, copy=False))
+            self.bias.accumulate(g_sum.astype(self.bias.dtype, copy=False))
+            scale = self.weight.data.astype(xhat.dtype, copy=False) * inv_std
+        else:
+            scale = inv_std
+        if not self.batch_stats:
+            return grad_out * scale.reshape(shape)
+        # gamma / (m * sigma) * (m * g - sum(g) - xhat * sum(g * xhat)), one temporary array
+        m = xhat.size // self.num_features
+        dx = xhat * (-gx_sum / m).reshape(shape)
+        dx += grad_out
+        dx -= (g_sum / m).reshape(shape)
+        dx *= scale.reshape(shape)
+        return dx
+
+    def _clear_cache(self) -> None:
+        self.xhat = None
+        self.inv_std = None
+        self.batch_stats = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalization of ``(N, C)`` or ``(N, C, L)`` inputs, per feature ``C``.
+
+    Statistics per feature over ``(N,)`` or ``(N, L)``; see :class:`_BatchNorm` for the
+    formulas and the backward pass.
+    """
+
+    _ndims = (2, 3)
+    _layout = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalization of ``(N, C, H, W)`` feature maps, per channel over ``(N, H, W)``.
+
+    See :class:`_BatchNorm` for the formulas and the backward pass.
+    """
+
+    _ndims = (4,)
+    _layout = "(N, C, H, W)"
+
+
+BatchNorm1d = BatchNorm1D
+BatchNorm2d = BatchNorm2D

@@ -1,0 +1,184 @@
+"""Losses: ``loss = criterion(output, target)`` then ``dx = criterion.backward()``.
+
+A loss returns the mean over the batch as a 0-d array of the input's dtype, and its
+``backward(grad=1.0)`` returns dL/d(output), which the model's ``backward`` takes next::
+
+    loss = criterion(model(x), y)
+    model.backward(criterion.backward())
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinycnn import backend
+from tinycnn.module import BackwardBeforeForwardError, LayerInputError
+
+
+def softmax(x: Any, axis: int = -1) -> Any:
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis``; stable for any finite logits."""
+    xp = backend.get_array_module(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x: Any, axis: int = -1) -> Any:
+    """``x - logsumexp(x)`` along ``axis``, with the max subtracted first (no overflow)."""
+    xp = backend.get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _scale(grad: Any, dtype: Any) -> Any:
+    """The upstream gradient as a scalar that keeps ``dtype`` (a NumPy float64 would not)."""
+    if hasattr(grad, "astype"):
+        return grad.astype(dtype)
+    return float(grad)
+
+
+class Loss:
+    """Base of the losses: ``loss(x, target)`` runs ``forward``; ``backward`` differentiates it.
+
+    A loss holds no parameters; it caches what ``backward`` needs on the instance.
+    """
+
+    def __call__(self, x: Any, target: Any) -> Any:
+        return self.forward(x, target)
+
+    def forward(self, x: Any, target: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def backward(self, grad: Any = 1.0) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define backward()")
+
+    def _need_cache(self, *values: Any) -> None:
+        if any(v is None for v in values):
+            raise BackwardBeforeForwardError(
+                f"{type(self).__name__}.backward() called before the loss was computed"
+            )
+
+    def _check_finite(self, loss: Any) -> None:
+        xp = backend.get_array_module(loss)
+        if not bool(xp.isfinite(loss)):
+            raise FloatingPointError(
+                f"{type(self).__name__} is {float(loss)}: training diverged or the input holds "
+                "inf/NaN; try a lower learning rate (or gradient clipping) and check the data"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax followed by cross-entropy, averaged over the batch (PyTorch's ``cross_entropy``).
+
+    Shapes: logits ``(N, K)``; target either integer labels ``(N,)`` in ``[0, K)`` or
+    soft targets ``(N, K)`` (class probabilities). ``label_smoothing = e`` replaces the
+    target t by ``(1 - e) t + e / K``, exactly as PyTorch does.
+
+    L = -(1/N) sum_n sum_k t_nk log p_nk,  p = softmax(logits).
+    Backward: dL/dlogits = (p * sum_k t_k - t) / N * grad, i.e. (p - t) / N * grad when
+    each target row sums to 1.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+        self.probs = None
+        self.t = None
+
+    def _targets(self, logits: Any, target: Any) -> Any:
+        """The dense target matrix ``(N, K)``, smoothing applied, in the logits' dtype."""
+        xp = backend.get_array_module(logits, target)
+        n, k = logits.shape
+        if not hasattr(target, "shape") or not hasattr(target, "dtype"):
+            raise LayerInputError(
+                f"SoftmaxCrossEntropy expected the target as an array, got {type(target).__name__}"
+            )
+        if target.dtype.kind in "iu":
+            if tuple(target.shape) != (n,):
+                raise LayerInputError(
+                    f"SoftmaxCrossEntropy expected integer labels of shape ({n},) for logits "
+                    f"{tuple(logits.shape)}, got labels of shape {tuple(target.shape)}"
+                )
+            if n and (int(target.min()) < 0 or int(target.max()) >= k):
+                raise LayerInputError(
+                    f"SoftmaxCrossEntropy labels must lie in [0, {k - 1}] for {k} classes, "
+                    f"got values from {int(target.min())} to {int(target.max())}"
+                )
+            t = xp.full((n, k), self.label_smoothing / k, dtype=logits.dtype)
+            t[xp.arange(n), target] += 1.0 - self.label_smoothing
+            return t
+        if target.dtype.kind == "f":
+            if tuple(target.shape) != (n, k):
+                raise LayerInputError(
+                    f"SoftmaxCrossEntropy expected soft targets of shape ({n}, {k}) like the "
+                    f"logits, got {tuple(target.shape)}"
+                )
+            t = target.astype(logits.dtype)
+            if self.label_smoothing:
+                t = t * (1.0 - self.label_smoothing) + self.label_smoothing / k
+            return t
+        raise LayerInputError(
+            "SoftmaxCrossEntropy expected integer labels (N,) or float soft targets (N, K), "
+            f"got dtype {target.dtype}"
+        )
+
+    def forward(self, logits: Any, target: Any) -> Any:
+        if not hasattr(logits, "ndim") or logits.ndim != 2 or logits.dtype.kind != "f":
+            got = (
+                f"shape {tuple(logits.shape)}, dtype {logits.dtype}"
+                if hasattr(logits, "shape")
+                else type(logits).__name__
+            )
+            raise LayerInputError(
+                f"SoftmaxCrossEntropy expected floating-point logits (N, K), got {got}"
+            )
+        t = self._targets(logits, target)
+        logp = log_softmax(logits, axis=1)
+        n = logits.shape[0]
+        loss = -(t * logp).sum() / max(n, 1)
+        self._check_finite(loss)
+        self.probs = backend.get_array_module(logp).exp(logp)
+        self.t = t
+        return loss
+
+    def backward(self, grad: Any = 1.0) -> Any:
+        self._need_cache(self.probs, self.t)
+        n = max(self.probs.shape[0], 1)
+        row_mass = self.t.sum(axis=1, keepdims=True)
+        return (self.probs * row_mass - self.t) * (_scale(grad, self.probs.dtype) / n)
+
+    def __repr__(self) -> str:
+        return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"
+
+
+class MSELoss(Loss):
+    """Mean squared error over every element: ``L = mean((x - y)^2)``, any shape.
+
+    Backward: dL/dx = 2 (x - y) / numel * grad.
+    """
+
+    def __init__(self) -> None:
+        self.diff = None
+
+    def forward(self, x: Any, target: Any) -> Any:
+        if not hasattr(x, "shape") or x.dtype.kind != "f":
+            raise LayerInputError(
+                f"MSELoss expected a floating-point array, got {getattr(x, 'dtype', type(x))}"
+            )
+        if not hasattr(target, "shape") or tuple(target.shape) != tuple(x.shape):
+            got = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
+            raise LayerInputError(
+                f"MSELoss expected a target of the input's shape {tuple(x.shape)}, got {got}"
+            )
+        backend.get_array_module(x, target)  # a clear error if devices differ
+        self.diff = x - target.astype(x.dtype)
+        loss = (self.diff * self.diff).sum() / max(self.diff.size, 1)
+        self._check_finite(loss)
+        return loss
+
+    def backward(self, grad: Any = 1.0) -> Any:
+        self._need_cache(self.diff)
+        return self.diff * (2.0 * _scale(grad, self.diff.dtype) / max(self.diff.size, 1))

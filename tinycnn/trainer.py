@@ -1,0 +1,463 @@
+"""The training loop: progress bar, validation, history, early stopping, checkpoints, resume.
+
+One training step is the whole of what the book's ``Trainer`` does::
+
+    logits = model(x)                      # forward, caches what backward needs
+    loss_value = loss(logits, y)           # mean loss over the batch
+    optimizer.zero_grad()
+    model.backward(loss.backward())        # dL/dlogits, then every layer in reverse
+    optimizer.step()                       # parameters move against their gradients
+
+:class:`Trainer` adds the bookkeeping around it. A checkpoint is one ``.npz`` file
+(written atomically, read with ``allow_pickle=False``) holding the model's state dict
+(``model.*``), the optimizer's state (``optim.*``), and a JSON string (``meta``) with the
+epoch, the history, the schedule and early-stopping state, and the states of every
+``numpy.random.Generator`` found in the model (Dropout) and the training loader (shuffling,
+augmentation), so a resumed run repeats an uninterrupted one exactly on the CPU.
+
+Ctrl-C during :meth:`Trainer.fit` is taken at the next batch boundary: the trainer saves a
+checkpoint (including the position inside the epoch) and returns the history with
+``interrupted=True``. A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinycnn import backend
+from tinycnn.containers import Concat, Residual
+from tinycnn.metrics import _pair, evaluate
+from tinycnn.module import Module, save_arrays
+from tinycnn.schedules import ReduceLROnPlateau
+
+CHECKPOINT_FORMAT = "tinycnn-checkpoint-1"
+MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+
+
+@dataclass
+class History:
+    """Per-epoch records of a run; ``val_*`` are NaN for epochs without validation."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    images_per_s: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+
+    def append(self, **row: float) -> None:
+        for key, value in row.items():
+            getattr(self, key).append(value)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        return cls(**d)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Save loss, accuracy and learning-rate curves as an image (PNG by extension)."""
+        from tinycnn.plot import plot_history
+
+        return plot_history(self, path)
+
+
+class _DeferredInterrupt:
+    """Turn the first SIGINT into a flag read at batch boundaries (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _generators(obj: Any, depth: int = 5, seen: set[int] | None = None) -> list[Any]:
+    """Every ``numpy.random.Generator`` reachable through attributes, lists and dicts.
+
+    The walk order is the attributes' definition order, so it is the same for two objects
+    built the same way (what checkpoint/resume relies on).
+    """
+    seen = set() if seen is None else seen
+    if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float, np.ndarray)):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, np.random.Generator):
+        return [obj]
+    if depth == 0:
+        return []
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        children = list(obj)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        children = list(vars(obj).values())
+    else:
+        return []
+    found = []
+    for child in children:
+        found += _generators(child, depth - 1, seen)
+    return found
+
+
+def _model_generators(model: Module) -> list[Any]:
+    found = []
+    for m in model.modules():
+        found += [v for v in vars(m).values() if isinstance(v, np.random.Generator)]
+    return found
+
+
+def _get_states(gens: list[Any]) -> list[Any]:
+    return [g.bit_generator.state for g in gens]
+
+
+def _set_states(gens: list[Any], states: list[Any], what: str) -> None:
+    if len(gens) != len(states):
+        raise ValueError(
+            f"checkpoint holds {len(states)} random generator state(s) for the {what}, "
+            f"but the {what} has {len(gens)}: it was built differently"
+        )
+    for g, s in zip(gens, states, strict=True):
+        g.bit_generator.state = s
+
+
+def _first_conv(model: Module) -> Module | None:
+    """The first leaf module when it is a Conv2D on a single-branch path from the root."""
+    m = model
+    while True:
+        if isinstance(m, (Residual, Concat)):
+            return None
+        children = list(m.children())
+        if not children:
+            break
+        m = children[0]
+    return m if hasattr(m, "compute_input_grad") else None
+
+
+def _to_float(v: Any) -> float:
+    return float(v) if v is not None else math.nan
+
+
+class Trainer:
+    """Train ``model`` with ``loss`` and ``optimizer``; ``fit`` runs the epochs.
+
+    ``scheduler``: a :mod:`tinycnn.schedules` object; ``step()`` runs after every epoch
+    (``ReduceLROnPlateau.step(value of monitor)``) and ``step_batch()`` after every batch.
+    ``patience``: stop when ``monitor`` has not improved by more than ``min_delta`` for
+    that many epochs (``None``: never stop early); ``restore_best`` loads the best epoch's
+    weights at the end. ``checkpoint``: a ``.npz`` path rewritten after every epoch.
+    ``device``: ``"cpu"`` or ``"gpu"``; the model is moved there and batches follow.
+    ``progress``: show a tqdm bar per epoch; ``verbose``: print one line per epoch.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        loss: Any,
+        optimizer: Any,
+        scheduler: Any = None,
+        *,
+        device: str | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        patience: int | None = None,
+        monitor: str | None = None,
+        min_delta: float = 0.0,
+        restore_best: bool = False,
+        progress: bool = True,
+        verbose: bool = True,
+    ) -> None:
+        if monitor is not None and monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
+        if patience is not None and patience < 0:
+            raise ValueError(f"patience must be >= 0 or None, got {patience}")
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.device = backend.check_device(device) if device is not None else model.device
+        if self.device != model.device:
+            model.to(self.device)
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.patience = patience
+        self.monitor = monitor
+        self.min_delta = float(min_delta)
+        self.restore_best = restore_best
+        self.progress = progress
+        self.verbose = verbose
+        self.history = History()
+        self.epoch = 0  # completed epochs
+        self._best: float | None = None
+        self._bad_epochs = 0
+        self._best_state: dict[str, Any] | None = None
+        self._interrupt = _DeferredInterrupt()
+
+    # one epoch --------------------------------------------------------------------------
+    def _say(self, msg: str) -> None:
+        if not self.verbose:
+            return
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def train_step(self, x: Any, y: Any) -> tuple[float, int, int]:
+        """One optimizer step on a batch; returns ``(mean loss, correct, batch size)``."""
+        x = backend.to_device(x, self.device)
+        y = backend.to_device(y, self.device)
+        logits = self.model(x)
+        value = float(self.loss(logits, y))
+        self.optimizer.zero_grad()
+        self.model.backward(self.loss.backward())
+        self.optimizer.step()
+        if self.scheduler is not None and hasattr(self.scheduler, "step_batch"):
+            self.scheduler.step_batch()
+        p, t = _pair(logits, y)
+        return value, int((p == t).sum()), int(p.size)
+
+    def _run_epoch(self, loader: Iterable[Any], epochs: int, partial: dict[str, Any]) -> None:
+        """Train one epoch, updating ``partial`` (running sums, batches done) as it goes."""
+        from tqdm.auto import tqdm
+
+        total = len(loader) if hasattr(loader, "__len__") else None
+        bar = tqdm(total=total, desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        skip = partial["batches"]
+        started = time.perf_counter() - partial["time"]
+        try:
+            batches: Iterator[Any] = iter(loader)
+            for i, (x, y) in enumerate(batches):
+                if i < skip:  # resuming inside an epoch: replay the loader, do not train
+                    bar.update(1)
+                    continue
+                value, correct, n = self.train_step(x, y)
+                partial["batches"] += 1
+                partial["loss_sum"] += value * n
+                partial["correct"] += correct
+                partial["seen"] += n
+                partial["time"] = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{partial['loss_sum'] / partial['seen']:.4f}",
+                                acc=f"{partial['correct'] / partial['seen']:.4f}",
+                                img_s=f"{partial['seen'] / max(partial['time'], 1e-9):.0f}",
+                                refresh=False)
+                if self._interrupt.requested:
+                    raise KeyboardInterrupt
+        finally:
+            bar.close()
+
+    # early stopping ---------------------------------------------------------------------
+    def _mode(self) -> str:
+        return "max" if self.monitor and self.monitor.endswith("accuracy") else "min"
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self._best is None:
+            return True
+        if self._mode() == "min":
+            return value < self._best - self.min_delta
+        return value > self._best + self.min_delta
+
+    # the loop ---------------------------------------------------------------------------
+    def fit(
+        self,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None = None,
+        epochs: int = 1,
+        resume: bool | str | os.PathLike = False,
+    ) -> History:
+        """Train until ``epochs`` epochs are complete (counting resumed ones); return history.
+
+        ``resume``: a checkpoint path, or ``True`` for this trainer's ``checkpoint`` path;
+        training continues after the last completed epoch (or inside an interrupted one).
+        """
+        if self.monitor is None:
+            self.monitor = "val_loss" if val_loader is not None else "train_loss"
+        if self.monitor.startswith("val_") and val_loader is None:
+            raise ValueError(f"monitor={self.monitor!r} needs a val_loader")
+        partial = self._fresh_partial(train_loader)
+        if resume:
+            path = self.checkpoint if resume is True else Path(resume)
+            if path is None:
+                raise ValueError("resume=True needs the Trainer's checkpoint path")
+            partial = self.load_checkpoint(path, train_loader)
+        first = _first_conv(self.model)
+        saved_flag = first.compute_input_grad if first is not None else None
+        if first is not None:
+            first.compute_input_grad = False  # nothing needs the image gradient
+        self.history.interrupted = False
+        try:
+            with _DeferredInterrupt() as self._interrupt:
+                while self.epoch < epochs and not self.history.stopped_early:
+                    self._one_epoch(train_loader, val_loader, epochs, partial)
+                    partial = self._fresh_partial(train_loader)
+        except KeyboardInterrupt:
+            self.history.interrupted = True
+            path = self.checkpoint or Path("interrupted-checkpoint.npz")
+            self.save_checkpoint(path, partial)
+            self._say(
+                f"Interrupted in epoch {self.epoch + 1} after {partial['batches']} batch(es); "
+                f"checkpoint saved to {path}. Resume with fit(..., resume='{path}')"
+                " (or the CLI's --resume)."
+            )
+            return self.history
+        finally:
+            if first is not None:
+                first.compute_input_grad = saved_flag
+        if self.restore_best and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        return self.history
+
+    def _fresh_partial(self, loader: Iterable[Any]) -> dict[str, Any]:
+        """Running sums of an epoch, and the loader's generator states at its start."""
+        return {"batches": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0,
+                "lr": float(self.optimizer.lr),
+                "loader_rng": _get_states(_generators(loader))}
+
+    def _one_epoch(self, train_loader: Iterable[Any], val_loader: Iterable[Any] | None,
+                   epochs: int, partial: dict[str, Any]) -> None:
+        self.model.train()
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(self.epoch)
+        self._run_epoch(train_loader, epochs, partial)
+        train_time = partial["time"]
+        seen = max(partial["seen"], 1)
+        row = {
+            "epoch": self.epoch + 1,
+            "train_loss": partial["loss_sum"] / seen,
+            "train_accuracy": partial["correct"] / seen,
+            "val_loss": math.nan,
+            "val_accuracy": math.nan,
+            "lr": partial["lr"],
+            "images_per_s": partial["seen"] / max(train_time, 1e-9),
+        }
+        t0 = time.perf_counter()
+        if val_loader is not None:
+            res = evaluate(self.model, val_loader, self.loss)
+            row["val_loss"], row["val_accuracy"] = res["loss"], res["accuracy"]
+        row["time"] = train_time + time.perf_counter() - t0
+        self.history.append(**row)
+        self.epoch += 1
+
+        value = float(row[self.monitor])
+        if self._improved(value):
+            self._best, self._bad_epochs = value, 0
+            self.history.best_epoch = self.epoch
+            if self.restore_best:
+                self._best_state = self.model.state_dict()
+        else:
+            self._bad_epochs += 1
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(value)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+        msg = (f"epoch {self.epoch}/{epochs}  loss {row['train_loss']:.4f}  "
+               f"acc {row['train_accuracy']:.4f}")
+        if val_loader is not None:
+            msg += f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
+        msg += f"  lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s  {row['time']:.1f}s"
+        if self.patience is not None and self._bad_epochs > self.patience:
+            self.history.stopped_early = True
+            msg += (f"\nearly stop: {self.monitor} has not improved for {self._bad_epochs} "
+                    f"epochs (best {self._best:.4f} at epoch {self.history.best_epoch})")
+        self._say(msg)
+        if self.checkpoint is not None:
+            self.save_checkpoint(self.checkpoint, self._fresh_partial(train_loader))
+
+    # checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | os.PathLike, partial: dict[str, Any] | None = None,
+                        loader: Iterable[Any] | None = None) -> None:
+        """Write model, optimizer, history and random states to one ``.npz``, atomically.
+
+        ``partial``: the running state of an unfinished epoch (from an interrupt).
+        """
+        if partial is None:
+            partial = self._fresh_partial(loader if loader is not None else [])
+        arrays: dict[str, Any] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for k, v in self.optimizer.state_dict().items():
+            arrays[f"optim.{k}"] = np.asarray(v)
+        if self._best_state is not None:
+            arrays.update({f"best.{k}": v for k, v in self._best_state.items()})
+        sched = self.scheduler.state_dict() if self.scheduler is not None else None
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "partial": partial,
+            "history": self.history.to_dict(),
+            "scheduler": sched,
+            "early_stopping": {"best": self._best, "bad_epochs": self._bad_epochs,
+                               "monitor": self.monitor},
+            "model_rng": _get_states(_model_generators(self.model)),
+        }
+        arrays["meta"] = np.array(json.dumps(meta))
+        save_arrays(path, arrays)
+
+    def load_checkpoint(self, path: str | os.PathLike,
+                        loader: Iterable[Any] | None = None) -> dict[str, Any]:
+        """Restore everything :meth:`save_checkpoint` wrote; returns the epoch's partial state.
+
+        With ``loader`` given, its random generators are set to where the (next or
+        interrupted) epoch started.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        with np.load(path, allow_pickle=False) as f:
+            files = {k: f[k] for k in f.files}
+        if "meta" not in files:
+            raise ValueError(f"{path} is not a tinycnn checkpoint (no 'meta' entry)")
+        meta = json.loads(str(files.pop("meta")))
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+        self.model.load_state_dict({k[6:]: v for k, v in files.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(
+            {k[6:]: v for k, v in files.items() if k.startswith("optim.")})
+        best = {k[5:]: v for k, v in files.items() if k.startswith("best.")}
+        self._best_state = best or None
+        if self.scheduler is not None and meta["scheduler"] is not None:
+            self.scheduler.load_state_dict(meta["scheduler"])
+        self.history = History.from_dict(meta["history"])
+        self.epoch = int(meta["epoch"])
+        early = meta["early_stopping"]
+        self._best, self._bad_epochs = early["best"], int(early["bad_epochs"])
+        self.monitor = early["monitor"] or self.monitor
+        _set_states(_model_generators(self.model), meta["model_rng"], "model")
+        partial = meta["partial"]
+        if loader is not None:
+            _set_states(_generators(loader), partial["loader_rng"], "training loader")
+        return partial
