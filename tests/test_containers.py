@@ -95,6 +95,9 @@ def test_sequential_from_ordered_dict_names_state_dict():
                                   ("fc2", Affine(4, 2, rng=rng))]))
     assert list(seq.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
     assert seq[2] is seq.fc2
+    for bad in ("forward", "training", "a.b", ""):
+        with pytest.raises(KeyError, match="not allowed"):
+            Sequential(OrderedDict([(bad, ReLU())]))
 
 
 def test_sequential_backward_runs_children_in_reverse():

@@ -83,7 +83,7 @@ def test_cifar_train_shapes_counts_and_normalization() -> None:
     assert np.bincount(train.targets).tolist() == [5000] * 10
     part, val = train_val_split(train, val_size=5000, seed=0, stratify=True)
     assert len(part) == 45000 and np.bincount(val.targets).tolist() == [500] * 10
-    sub = (train.data[:10000], train.targets[:10000])
+    sub = (train.data[:5000], train.targets[:5000])
     mean, std = compute_mean_std(sub)
     batches = np.concatenate([xb for xb, _ in DataLoader(sub, batch_size=1000, mean=mean,
                                                          std=std)])
@@ -101,3 +101,12 @@ def test_cifar_partial_test_set_warns() -> None:
     labels = np.frombuffer((root / "cifar-10/partial-test/test_labels.bin").read_bytes(),
                            dtype=np.uint8)
     np.testing.assert_array_equal(test.targets, labels[:1000])
+
+
+def test_embedded_file_rebuilds_byte_for_byte(tmp_path: Path) -> None:
+    from tinycnn.data.build_embedded import build
+
+    root = need("mnist/train-images-idx3-ubyte.gz", "mnist/t10k-images-idx3-ubyte.gz")
+    out = build(root, tmp_path / "subset.npz")
+    assert out.read_bytes() == EMBEDDED_PATH.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["subset.npz"]  # no temp file left

@@ -30,6 +30,8 @@ CASES = [
      "SGD", {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
     (Momentum, {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
      "SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3}),
+    (SGD, {"lr": 0.05, "momentum": 0.7, "nesterov": True},
+     "SGD", {"lr": 0.05, "momentum": 0.7, "nesterov": True}),
     (AdaGrad, {"lr": 0.1}, "Adagrad", {"lr": 0.1}),
     (AdaGrad, {"lr": 0.1, "weight_decay": 0.1, "initial_accumulator_value": 0.5},
      "Adagrad", {"lr": 0.1, "weight_decay": 0.1, "initial_accumulator_value": 0.5}),
@@ -92,7 +94,11 @@ def test_matches_torch_over_several_steps(ours, kw, torch_name, torch_kw):
 
 
 @needs_torch
-@pytest.mark.parametrize("ours, kw, torch_name, torch_kw", [CASES[3], CASES[9]], ids=IDS[3:10:6])
+@pytest.mark.parametrize(
+    "ours, kw, torch_name, torch_kw",
+    [CASES[3], next(c for c in CASES if c[0] is Adam)],
+    ids=["Momentum-nesterov-wd", "Adam"],
+)
 def test_max_grad_norm_matches_torch_clipping(ours, kw, torch_name, torch_kw):
     params = make_params()
     got = run_ours(ours(params, max_grad_norm=0.5, **kw), params, 4)
@@ -212,6 +218,8 @@ def test_takes_a_module_and_zero_grad_clears():
         SGD(net, lr=-1.0)
     with pytest.raises(ValueError, match="Nesterov"):
         Momentum(net, lr=0.1, nesterov=True, dampening=0.1)
+    with pytest.raises(ValueError, match="Nesterov"):
+        SGD(net, lr=0.1, nesterov=True)
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,17 @@ def _named_children_from(args: tuple[Any, ...], owner: str) -> list[tuple[str, M
     return pairs
 
 
+def _add_children(owner: Module, pairs: list[tuple[str, Module]]) -> None:
+    """Register named children, refusing names that would hide an attribute or method."""
+    for name, module in pairs:
+        if "." in name or not name or (hasattr(owner, name) and name not in owner._modules):
+            raise KeyError(
+                f"{owner._name()}: child name {name!r} is not allowed (empty, dotted, or the "
+                "name of an existing attribute)"
+            )
+        setattr(owner, name, module)
+
+
 class Sequential(Module):
     """Children applied in order: ``y = f_n(... f_2(f_1(x)))``.
 
@@ -50,8 +61,7 @@ class Sequential(Module):
 
     def __init__(self, *layers: Any) -> None:
         super().__init__()
-        for name, module in _named_children_from(layers, "Sequential"):
-            setattr(self, name, module)
+        _add_children(self, _named_children_from(layers, "Sequential"))
 
     def append(self, module: Module) -> Sequential:
         """Add ``module`` at the end, named by its position; returns ``self``."""
@@ -149,10 +159,9 @@ class Concat(Module):
         pairs = _named_children_from(branches, "Concat")
         if not pairs:
             raise ValueError("Concat needs at least one branch")
-        for name, module in pairs:
-            setattr(self, name, module)
         self.axis = axis
         self.sizes = None
+        _add_children(self, pairs)
 
     def forward(self, x: Any) -> Any:
         outs = [branch(x) for branch in self._modules.values()]

@@ -8,7 +8,9 @@ where ``G`` is a *random* upstream gradient: a plain sum (``G = 1``) would hide 
 through BatchNorm, whose input gradient under a plain sum is exactly zero.
 
 The error of one array is ``max|analytic - numeric| / max(max|analytic|, max|numeric|)``,
-a relative error that stays meaningful where single entries are near zero.
+a relative error that stays meaningful where single entries are near zero. When both
+gradients are below ``ZERO_GRADIENT`` everywhere (a gradient that is truly zero, such as
+a bias feeding BatchNorm), the absolute difference is reported instead.
 """
 
 from __future__ import annotations
@@ -50,11 +52,18 @@ class GradcheckResult:
         return "\n".join(lines)
 
 
+# Below this magnitude a central difference cannot tell a gradient from zero (its rounding
+# noise is about 1e-16 * |L| / eps), e.g. the bias of a layer feeding BatchNorm.
+ZERO_GRADIENT = 1e-7
+
+
 def _rel_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
+    """Relative error of the array; absolute error when both gradients are ~zero."""
     scale = max(float(np.abs(analytic).max(initial=0.0)), float(np.abs(numeric).max(initial=0.0)))
-    if scale == 0.0:
-        return 0.0
-    return float(np.abs(analytic - numeric).max()) / scale
+    diff = float(np.abs(analytic - numeric).max(initial=0.0))
+    if scale < ZERO_GRADIENT:
+        return diff
+    return diff / scale
 
 
 def _generators(module: Any) -> list[np.random.Generator]:

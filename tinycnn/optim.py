@@ -207,29 +207,51 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Plain stochastic gradient descent: ``p <- p - lr * g``."""
+    """Stochastic gradient descent, as ``torch.optim.SGD``: ``p <- p - lr * g``.
+
+    With ``momentum > 0``: ``b <- g`` on the first step, then
+    ``b <- momentum * b + (1 - dampening) * g``; ``p <- p - lr * b``, or with Nesterov
+    ``p <- p - lr * (g + momentum * b)``.
+    """
+
+    _hyper = ("momentum", "dampening", "nesterov")
 
     def __init__(
         self,
         params: Module | Iterable[Parameter],
         lr: float = 1e-3,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        dampening: float = 0.0,
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
+        name = type(self).__name__
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"{name}: momentum must be in [0, 1), got {momentum}")
+        if nesterov and (momentum == 0 or dampening != 0):
+            raise ValueError(f"{name}: Nesterov momentum requires momentum > 0 and dampening = 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.dampening = float(dampening)
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
-        p.data -= self.lr * g
+        if self.momentum == 0:
+            p.data -= self.lr * g
+            return
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = g.copy()
+            state["momentum_buffer"] = buf
+        else:
+            buf *= self.momentum
+            buf += (1.0 - self.dampening) * g
+        p.data -= self.lr * (g + self.momentum * buf if self.nesterov else buf)
 
 
-class Momentum(Optimizer):
-    """SGD with momentum, as ``torch.optim.SGD(momentum=...)``.
-
-    ``b <- g`` on the first step, then ``b <- momentum * b + (1 - dampening) * g``;
-    ``p <- p - lr * b``, or with Nesterov ``p <- p - lr * (g + momentum * b)``.
-    """
-
-    _hyper = ("momentum", "dampening", "nesterov")
+class Momentum(SGD):
+    """SGD with momentum (default 0.9): :class:`SGD`'s update with ``momentum > 0``."""
 
     def __init__(
         self,
@@ -241,24 +263,7 @@ class Momentum(Optimizer):
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
     ) -> None:
-        super().__init__(params, lr, weight_decay, max_grad_norm)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"Momentum: momentum must be in [0, 1), got {momentum}")
-        if nesterov and dampening != 0:
-            raise ValueError("Momentum: Nesterov momentum requires dampening = 0")
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.dampening = float(dampening)
-
-    def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
-        buf = state.get("momentum_buffer")
-        if buf is None:
-            buf = g.copy()
-            state["momentum_buffer"] = buf
-        else:
-            buf *= self.momentum
-            buf += (1.0 - self.dampening) * g
-        p.data -= self.lr * (g + self.momentum * buf if self.nesterov else buf)
+        super().__init__(params, lr, momentum, nesterov, dampening, weight_decay, max_grad_norm)
 
 
 class AdaGrad(Optimizer):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Any, Any]:
@@ -74,3 +77,309 @@ def plot_history(history: Any, path: str | os.PathLike, title: str | None = None
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+# Figures for the notebooks ---------------------------------------------------------------
+# Each function below builds one Figure, saves it when ``path`` is given (atomically, via
+# save_figure) and returns the Figure, which Jupyter displays inline.
+
+
+def _finish(fig: Any, path: str | os.PathLike | None, title: str | None) -> Any:
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _host(a: Any) -> np.ndarray:
+    """A NumPy copy of an array, a Parameter's data, or a layer's weight (CuPy included)."""
+    if hasattr(a, "weight") and hasattr(a.weight, "data"):
+        a = a.weight
+    if hasattr(a, "data") and hasattr(a, "requires_grad"):
+        a = a.data
+    from tinycnn import backend
+
+    return np.asarray(backend.to_device(a, "cpu"))
+
+
+def _grid(count: int, ncols: int | None) -> tuple[int, int]:
+    ncols = max(1, min(count, ncols or int(np.ceil(np.sqrt(count)))))
+    return int(np.ceil(count / ncols)), ncols
+
+
+def _rescale(img: np.ndarray) -> np.ndarray:
+    """Map an image to [0, 1] for display: uint8 by /255, floats by their own min and max."""
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    img = img.astype(np.float32)
+    lo, hi = float(img.min()), float(img.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return img
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
+def _show(ax: Any, img: np.ndarray, cmap: str = "gray") -> None:
+    """Draw a ``(C, H, W)`` or ``(H, W)`` image; 3 channels as RGB, else the first channel."""
+    if img.ndim == 3:
+        img = img.transpose(1, 2, 0) if img.shape[0] == 3 else img[0]
+    ax.imshow(img, cmap=None if img.ndim == 3 else cmap, vmin=0.0, vmax=1.0,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_curves(
+    histories: Any,
+    metrics: Sequence[str] = ("loss", "accuracy"),
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+    validation: bool = True,
+) -> Any:
+    """Compare runs: one panel per metric, one colour per run, train solid, validation dashed.
+
+    ``histories``: a :class:`~tinycnn.trainer.History` or a mapping ``{label: History}``.
+    ``metrics``: names among ``"loss"``, ``"accuracy"`` (train and validation curves) and
+    any other per-epoch list of a History, such as ``"lr"``.
+    """
+    runs = histories if isinstance(histories, Mapping) else {"": histories}
+    if not runs or any(len(h.epoch) == 0 for h in runs.values()):
+        raise ValueError("plot_curves: every history needs at least one epoch")
+    fig, axes = _figure(1, len(metrics), (4.3 * len(metrics), 3.6))
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for color, (label, h) in zip(colors, runs.items(), strict=True):
+            name = f"{label} " if label else ""
+            if metric in ("loss", "accuracy"):
+                ax.plot(h.epoch, getattr(h, f"train_{metric}"), color=color,
+                        label=f"{name}train")
+                val = getattr(h, f"val_{metric}")
+                if validation and any(v == v for v in val):
+                    ax.plot(h.epoch, val, color=color, ls="--", label=f"{name}validation")
+            elif hasattr(h, metric):
+                ax.plot(h.epoch, getattr(h, metric), color=color, label=label or metric)
+            else:
+                raise ValueError(f"plot_curves: a History has no metric {metric!r}")
+        _epoch_axis(ax)
+        ax.set_ylabel(metric)
+        ax.legend(fontsize="small")
+    return _finish(fig, path, title)
+
+
+def plot_filters(
+    weight: Any,
+    path: str | os.PathLike | None = None,
+    ncols: int | None = None,
+    channel: int = 0,
+    title: str | None = None,
+) -> Any:
+    """Show convolution filters ``(O, C, kH, kW)`` as a grid of small images.
+
+    ``weight``: an array, a Parameter or a layer with ``.weight`` (e.g. the first Conv2D).
+    Each filter is scaled to its own min/max; three input channels are drawn as RGB,
+    otherwise input channel ``channel`` is drawn in grey (dark = negative weights).
+    """
+    w = _host(weight)
+    if w.ndim != 4:
+        raise ValueError(f"plot_filters expects weights (O, C, kH, kW), got shape {w.shape}")
+    if not (w.shape[1] == 3 or 0 <= channel < w.shape[1]):
+        raise ValueError(f"plot_filters: channel {channel} outside 0..{w.shape[1] - 1}")
+    rows, cols = _grid(w.shape[0], ncols)
+    fig, axes = _figure(rows, cols, (1.1 * cols + 0.4, 1.1 * rows + 0.4))
+    for i, ax in enumerate(axes.flat):
+        if i >= w.shape[0]:
+            ax.axis("off")
+            continue
+        f = w[i] if w.shape[1] == 3 else w[i, channel]
+        lo, hi = float(f.min()), float(f.max())
+        _show(ax, (f - lo) / (hi - lo) if hi > lo else np.zeros_like(f))
+    return _finish(fig, path, title)
+
+
+def plot_feature_maps(
+    maps: Any,
+    path: str | os.PathLike | None = None,
+    ncols: int = 8,
+    max_maps: int = 32,
+    title: str | None = None,
+    cmap: str = "viridis",
+) -> Any:
+    """Show the channels of one activation ``(C, H, W)`` (or ``(1, C, H, W)``) side by side.
+
+    At most ``max_maps`` channels are drawn, each scaled to its own min/max; the panel
+    title is the channel index.
+    """
+    m = _host(maps)
+    if m.ndim == 4 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 3:
+        raise ValueError(
+            f"plot_feature_maps expects one activation (C, H, W) or (1, C, H, W), got {m.shape}"
+        )
+    count = min(len(m), max_maps)
+    rows, cols = _grid(count, ncols)
+    fig, axes = _figure(rows, cols, (1.4 * cols + 0.4, 1.5 * rows + 0.4))
+    for i, ax in enumerate(axes.flat):
+        if i >= count:
+            ax.axis("off")
+            continue
+        lo, hi = float(m[i].min()), float(m[i].max())
+        _show(ax, (m[i] - lo) / (hi - lo) if hi > lo else np.zeros_like(m[i]), cmap=cmap)
+        ax.set_title(str(i), fontsize="small")
+    return _finish(fig, path, title)
+
+
+def plot_confusion_matrix(
+    cm: Any,
+    classes: Sequence[str] | None = None,
+    path: str | os.PathLike | None = None,
+    normalize: bool = False,
+    title: str | None = None,
+) -> Any:
+    """Draw a confusion matrix (rows: true class, columns: predicted class) with its counts.
+
+    ``cm``: the ``(C, C)`` counts of :func:`tinycnn.metrics.confusion_matrix`.
+    ``normalize=True`` divides each row by its total (each row then shows recall).
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"plot_confusion_matrix expects a square (C, C) matrix, got {cm.shape}")
+    k = cm.shape[0]
+    classes = [str(c) for c in (classes if classes is not None else range(k))]
+    if len(classes) != k:
+        raise ValueError(f"plot_confusion_matrix: {len(classes)} class names for {k} classes")
+    values = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    size = 1.2 + 0.55 * k
+    fig, axes = _figure(1, 1, (size + 1.2, size))
+    ax = axes[0][0]
+    image = ax.imshow(values, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    top = float(values.max()) if values.size else 0.0
+    for i in range(k):
+        for j in range(k):
+            text = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize="x-small",
+                    color="white" if values[i, j] > 0.5 * top else "black")
+    ax.set_xticks(range(k), classes, rotation=45 if max(map(len, classes)) > 2 else 0)
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return _finish(fig, path, title)
+
+
+def plot_images(
+    images: Any,
+    labels: Any = None,
+    predictions: Any = None,
+    classes: Sequence[str] | None = None,
+    path: str | os.PathLike | None = None,
+    ncols: int = 8,
+    title: str | None = None,
+) -> Any:
+    """A grid of images ``(N, C, H, W)`` or ``(N, H, W)`` with their labels and predictions.
+
+    uint8 images are divided by 255; float images outside [0, 1] (e.g. normalized) are
+    scaled to their own min/max. With ``predictions`` each caption reads
+    ``"label -> prediction"``, green when right and red when wrong.
+    """
+    x = _host(images)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise ValueError(f"plot_images expects (N, C, H, W) or (N, H, W), got shape {x.shape}")
+    n = len(x)
+    for name, given in (("labels", labels), ("predictions", predictions)):
+        if given is not None and len(given) != n:
+            raise ValueError(f"plot_images: {len(given)} {name} for {n} images")
+
+    def name_of(c: Any) -> str:
+        return classes[int(c)] if classes is not None else str(int(c))
+
+    rows, cols = _grid(n, ncols)
+    fig, axes = _figure(rows, cols, (1.3 * cols + 0.3, 1.45 * rows + 0.3))
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        _show(ax, _rescale(x[i]))
+        if predictions is not None:
+            right = labels is None or int(labels[i]) == int(predictions[i])
+            caption = name_of(predictions[i]) if labels is None else (
+                f"{name_of(labels[i])} -> {name_of(predictions[i])}")
+            ax.set_title(caption, fontsize="small", color="green" if right else "red")
+        elif labels is not None:
+            ax.set_title(name_of(labels[i]), fontsize="small")
+    return _finish(fig, path, title)
+
+
+def plot_image_rows(
+    rows: Mapping[str, Any],
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> Any:
+    """Rows of images with a label each, e.g. ``{"noisy": a, "clean": b, "output": c}``.
+
+    Every value is ``(N, C, H, W)`` or ``(N, H, W)``; rows may hold different counts.
+    """
+    if not rows:
+        raise ValueError("plot_image_rows needs at least one row")
+    data = {}
+    for label, images in rows.items():
+        x = _host(images)
+        data[label] = x[:, None] if x.ndim == 3 else x
+        if data[label].ndim != 4:
+            raise ValueError(f"plot_image_rows: row {label!r} has shape {x.shape}, "
+                             "expected (N, C, H, W) or (N, H, W)")
+    cols = max(len(x) for x in data.values())
+    fig, axes = _figure(len(data), cols, (1.3 * cols + 0.8, 1.35 * len(data) + 0.3))
+    for r, (label, x) in enumerate(data.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(x):
+                ax.axis("off")
+                continue
+            _show(ax, _rescale(x[c]))
+            if c == 0:
+                ax.set_ylabel(label)
+    return _finish(fig, path, title)
+
+
+def plot_trajectories(
+    f: Callable[[Any, Any], Any],
+    trajectories: Mapping[str, Any],
+    path: str | os.PathLike | None = None,
+    xlim: tuple[float, float] = (-10.0, 10.0),
+    ylim: tuple[float, float] = (-10.0, 10.0),
+    minimum: tuple[float, float] | None = (0.0, 0.0),
+    ncols: int = 3,
+    title: str | None = None,
+) -> Any:
+    """Optimizer paths on a 2-D function: one panel per path, over ``f``'s contour lines.
+
+    ``f(X, Y)`` must accept NumPy grids; ``trajectories`` maps a name to the visited points
+    ``(T, 2)``. ``minimum`` is marked with a cross.
+    """
+    if not trajectories:
+        raise ValueError("plot_trajectories needs at least one trajectory")
+    xs = np.linspace(*xlim, 200)
+    ys = np.linspace(*ylim, 200)
+    gx, gy = np.meshgrid(xs, ys)
+    gz = np.asarray(f(gx, gy), dtype=np.float64)
+    levels = np.quantile(gz, np.linspace(0.0, 1.0, 16) ** 2)
+    rows, cols = _grid(len(trajectories), ncols)
+    fig, axes = _figure(rows, cols, (4.0 * cols, 3.2 * rows))
+    for ax, (name, points) in zip(axes.flat, trajectories.items(), strict=False):
+        p = _host(points).reshape(-1, 2)
+        ax.contour(gx, gy, gz, levels=np.unique(levels), colors="0.7", linewidths=0.7)
+        ax.plot(p[:, 0], p[:, 1], "o-", color="tab:red", ms=2.5, lw=1.0)
+        ax.plot(p[0, 0], p[0, 1], "s", color="black", ms=4)
+        if minimum is not None:
+            ax.plot(*minimum, "+", color="black", ms=10, mew=2)
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.set_title(f"{name} ({len(p) - 1} steps)")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    for ax in list(axes.flat)[len(trajectories):]:
+        ax.axis("off")
+    return _finish(fig, path, title)

@@ -269,11 +269,11 @@ class Trainer:
                 partial["correct"] += correct
                 partial["seen"] += n
                 partial["time"] = time.perf_counter() - started
-                bar.update(1)
                 bar.set_postfix(loss=f"{partial['loss_sum'] / partial['seen']:.4f}",
                                 acc=f"{partial['correct'] / partial['seen']:.4f}",
                                 img_s=f"{partial['seen'] / max(partial['time'], 1e-9):.0f}",
                                 refresh=False)
+                bar.update(1)
                 if self._interrupt.requested:
                     raise KeyboardInterrupt
         finally:

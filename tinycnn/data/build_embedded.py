@@ -7,8 +7,8 @@ each digit from the training file (1,000 each, 10,000 in all) and the first
 ``test_per_class`` of each digit from the test file (200 each, 2,000 in all), kept in
 file order. Balanced classes keep accuracy on the subset meaningful; taking the first
 images (no random draw) lets anyone rebuild the identical file from the canonical data.
-Stored uint8 with ``np.savez_compressed``; ``train_index`` / ``test_index`` record which
-canonical images were taken.
+Stored uint8 in a compressed ``.npz`` (byte-identical on every rebuild); ``train_index``
+and ``test_index`` record which canonical images were taken.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,15 @@ def build(source: str | os.PathLike | None = None, out: str | os.PathLike | None
         arrays[f"y_{split}"] = full.targets[index].astype(np.uint8)
         arrays[f"{split}_index"] = index.astype(np.int32)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    # What np.savez_compressed writes, but with a fixed timestamp on every member, so the
+    # same source files always give a byte-identical .npz (np.load reads it as usual).
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array),
+                                          allow_pickle=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     try:

@@ -7,6 +7,7 @@ inputs, so a conv feature map is normalized per channel, never per activation.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ def channel_sum(a: Any, b: Any = None) -> Any:
     ``einsum`` reduces without materializing the product ``a * b``.
     """
     xp = get_array_module(a, b)
-    a3 = a.reshape(a.shape[0], a.shape[1], -1)
+    a3 = a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
     if b is None:
         return xp.einsum("ncl->c", a3)
     return xp.einsum("ncl,ncl->c", a3, b.reshape(a3.shape))
