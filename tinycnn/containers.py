@@ -26,7 +26,7 @@ __all__ = ["Concat", "Identity", "Residual", "Sequential"]
 
 def _named_children_from(args: tuple[Any, ...], owner: str) -> list[tuple[str, Module]]:
     """``(name, module)`` pairs from ``*modules`` or one ``OrderedDict`` / ``dict`` of them."""
-    if len(args) == 1 and isinstance(args[0], (OrderedDict, dict)):
+    if len(args) == 1 and isinstance(args[0], dict):  # OrderedDict included
         pairs = [(str(k), v) for k, v in args[0].items()]
     else:
         pairs = [(str(i), v) for i, v in enumerate(args)]

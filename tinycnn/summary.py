@@ -18,6 +18,11 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _shape(value: Any) -> tuple[int, ...]:
+    """An array's shape; ``()`` for anything else (e.g. a tuple of auxiliary outputs)."""
+    return tuple(value.shape) if hasattr(value, "shape") else ()
+
+
 def summary(
     model: Module,
     input_shape: tuple[int, ...],
@@ -51,8 +56,8 @@ def summary(
 
         def recording_forward(inp: Any, *args: Any, **kwargs: Any) -> Any:
             out = original(inp, *args, **kwargs)
-            in_shape = tuple(inp.shape)
-            out_shape = tuple(out.shape)
+            in_shape = _shape(inp)
+            out_shape = _shape(out)
             rows.append(
                 {
                     "name": name or "(model)",
@@ -87,7 +92,7 @@ def summary(
         "params": model.num_parameters(),
         "trainable_params": model.num_parameters(trainable_only=True),
         "macs": sum(r["macs"] for r in rows),
-        "output_shape": tuple(out.shape),
+        "output_shape": _shape(out),
         "layers": rows,
     }
     if print_fn is not None:
