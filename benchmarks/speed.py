@@ -8,6 +8,7 @@ the machine's noise. Every figure is the median of ``--repeats`` blocks after a 
     python benchmarks/speed.py                      # everything (several minutes)
     python benchmarks/speed.py --quick              # small run: 2 nets, batch 100, 3 repeats
     python benchmarks/speed.py --nets simple_convnet,resnet20 --batches 128 --repeats 7
+    python benchmarks/speed.py --threads            # compare thread settings only
 
 Writes ``benchmarks/results/speed-<time>.json`` and ``.md`` (git-ignored) and prints the
 Markdown table. Also measured: a per-layer time breakdown of one net (``--breakdown``) and
@@ -284,11 +285,12 @@ def worker(side: str) -> None:
 
 
 class Worker:
-    def __init__(self, side: str) -> None:
+    def __init__(self, side: str, env: dict[str, str] | None = None) -> None:
         self.side = side
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--_worker", side],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            env={**os.environ, **(env or {})},
         )
         self.hello = self._read()
 
@@ -333,6 +335,37 @@ def measure_memory(side: str, net: str, batch: int) -> dict[str, Any]:
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+THREAD_CONFIGS = {
+    "PASSIVE + OpenBLAS timeout 4 (tinycnn's default)": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"},
+    "ACTIVE + OpenBLAS default timeout": {
+        "OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "28"},
+    "PASSIVE + OpenBLAS default timeout": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "28"},
+    "PASSIVE + timeout 4 + Numba workqueue": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4",
+        "NUMBA_THREADING_LAYER": "workqueue"},
+}
+
+
+def compare_threads(args: argparse.Namespace) -> None:
+    """Time one training step under each thread configuration, alternating, fresh processes."""
+    net, batch = args.nets.split(",")[0], int(args.batches.split(",")[0])
+    times: dict[str, list[float]] = {name: [] for name in THREAD_CONFIGS}
+    for rep in range(args.repeats):
+        for name, env in THREAD_CONFIGS.items():
+            w = Worker("numba", env)  # a fresh process: the settings apply at start-up
+            w.ask(op="warmup", net=net, batch=batch, mode="train", steps=2)
+            times[name].append(w.ask(op="block", net=net, batch=batch, mode="train",
+                                     steps=3)["s"])
+            w.close()
+        print(f"round {rep + 1}/{args.repeats} done", flush=True)
+    print(f"\n{net} batch {batch}, training step, median of {args.repeats} fresh processes "
+          f"(load average {os.getloadavg()[0]:.2f}):")
+    for name, ts in times.items():
+        print(f"  {statistics.median(ts) * 1e3:8.1f} ms  {name}")
 
 
 # ---------------------------------------------------------------------------------- main
@@ -540,12 +573,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-memory", dest="memory", action="store_false",
                    help="skip the ResNet-20 peak-memory measurement")
     p.add_argument("--quick", action="store_true",
-                   help="lenet5 and simple_convnet, batch 100, training, 3 repeats")
+                   help="defaults to lenet5,simple_convnet, batch 100, training, 3 repeats, "
+                        "no memory probe")
+    p.add_argument("--threads", action="store_true",
+                   help="only compare thread settings (first of --nets and --batches)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
-    if args.quick:
-        args.nets, args.batches, args.modes = "lenet5,simple_convnet", "100", "train"
-        args.repeats, args.reference_repeats = 3, 1
+    if args.threads:
+        if args.nets == ",".join(NETS):
+            args.nets = "simple_convnet"
+        compare_threads(args)
+        return
+    if args.quick:  # smaller defaults; options given explicitly still win
+        given = {a.split("=", 1)[0] for a in argv}
+        if "--nets" not in given:
+            args.nets = "lenet5,simple_convnet"
+        if "--batches" not in given:
+            args.batches = "100"
+        if "--modes" not in given:
+            args.modes = "train"
+        if "--repeats" not in given:
+            args.repeats = 3
+        args.reference_repeats = min(args.reference_repeats, 1)
         args.memory = False
     results = run(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -33,21 +33,26 @@ from tinycnn.containers import Sequential  # noqa: E402
 from tinycnn.data import DataLoader, load_mnist  # noqa: E402
 from tinycnn.layers import Affine, ReLU  # noqa: E402
 from tinycnn.layers.conv import Conv2D  # noqa: E402
+from tinycnn.layers.norm import BatchNorm2D  # noqa: E402
 from tinycnn.layers.pool import MaxPool2D  # noqa: E402
 from tinycnn.layers.shape import Flatten  # noqa: E402
 
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics
 
 
-def fast_mnist_net(seed: int) -> Sequential:
+def fast_mnist_net(seed: int, batchnorm: bool = False) -> Sequential:
+    """Two 5x5 conv blocks and two Affine layers; with ``batchnorm``, conv-BN-ReLU blocks."""
     rng = np.random.default_rng(seed)
+
+    def block(c_in: int, c_out: int, padding: int) -> list[Any]:
+        if not batchnorm:
+            return [Conv2D(c_in, c_out, 5, padding=padding, rng=rng), ReLU(), MaxPool2D(2)]
+        return [Conv2D(c_in, c_out, 5, padding=padding, bias=False, rng=rng),
+                BatchNorm2D(c_out), ReLU(), MaxPool2D(2)]
+
     return Sequential(
-        Conv2D(1, 16, 5, padding=2, rng=rng),
-        ReLU(),
-        MaxPool2D(2),
-        Conv2D(16, 32, 5, rng=rng),
-        ReLU(),
-        MaxPool2D(2),
+        *block(1, 16, 2),
+        *block(16, 32, 0),
         Flatten(),
         Affine(32 * 5 * 5, 128, rng=rng),
         ReLU(),
@@ -56,8 +61,8 @@ def fast_mnist_net(seed: int) -> Sequential:
 
 
 def build(net: str, seed: int) -> Any:
-    if net == "fast":
-        return fast_mnist_net(seed)
+    if net in ("fast", "fast_bn"):
+        return fast_mnist_net(seed, batchnorm=net == "fast_bn")
     return getattr(models, net)(num_classes=10, seed=seed)
 
 
@@ -73,7 +78,7 @@ def accuracy(model: Any, loader: DataLoader) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--net", default="fast", help="fast, simple_convnet or lenet5")
+    p.add_argument("--net", default="fast", help="fast, fast_bn, simple_convnet or lenet5")
     p.add_argument("--epochs", type=int, default=3, help="planned epochs (the LR schedule)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate")
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(1, args.epochs + 1):
         for x, y in train_loader:
             # warm-up, then a linear decay to zero at the last planned step
-            opt.lr = args.lr * min((step + 1) / warmup, (total_steps - step) / (total_steps - warmup))
+            ramp = (step + 1) / warmup
+            opt.lr = args.lr * min(ramp, (total_steps - step) / (total_steps - warmup))
             opt.zero_grad()
             loss_fn(model(x), y)
             model.backward(loss_fn.backward())

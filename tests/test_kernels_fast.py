@@ -90,7 +90,8 @@ pool_geometry = st.fixed_dictionaries(
 
 def pool_args(g: dict) -> tuple[tuple, tuple[int, int]]:
     # PyTorch's rule (padding at most half the kernel), used at its largest when pad_frac
-    padding = tuple(k // 2 if p else 0 for k, p in zip((g["kh"], g["kw"]), g["pad_frac"], strict=True))
+    kernel = (g["kh"], g["kw"])
+    padding = tuple(k // 2 if p else 0 for k, p in zip(kernel, g["pad_frac"], strict=True))
     oh = ref.out_size(g["h"], g["kh"], g["stride"][0], padding[0])
     ow = ref.out_size(g["w"], g["kw"], g["stride"][1], padding[1])
     return (g["kh"], g["kw"], g["stride"], padding), (oh, ow)
@@ -240,6 +241,12 @@ def test_batchnorm_kernels_match_reference(dtype: type, shape: tuple, seed: int)
     g = rand(rng, shape, dtype)
     xhat = rand(rng, shape, dtype)
     scale = rand(rng, (shape[1],), dtype)
+    inv_std = (1 / np.sqrt(var_ref + 1e-5)).astype(dtype)
+    for w, b in ((scale, mean_ref), (None, None)):
+        got_y, got_xhat = fast.batchnorm_forward(x, mean_ref, inv_std, w, b)
+        want_y, want_xhat = ref.batchnorm_forward(x, mean_ref, inv_std, w, b)
+        check(got_y, want_y, dtype)
+        check(got_xhat, want_xhat, dtype)
     got_all = fast.batchnorm_backward(g, xhat, scale)
     for got, want in zip(got_all, ref.batchnorm_backward(g, xhat, scale), strict=True):
         check(got, want, dtype)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +101,11 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 
 class InterruptingLoader:
-    """Wraps a loader; raises KeyboardInterrupt before batch ``at`` (counted over epochs)."""
+    """Wraps a loader; at batch ``at`` (counted over epochs) raises KeyboardInterrupt, or
+    sends this process a real SIGINT (as Ctrl-C does) and goes on yielding."""
 
-    def __init__(self, loader: DataLoader, at: int) -> None:
-        self.loader, self.at, self.count = loader, at, 0
+    def __init__(self, loader: DataLoader, at: int, how: str = "raise") -> None:
+        self.loader, self.at, self.count, self.how = loader, at, 0, how
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -110,19 +113,22 @@ class InterruptingLoader:
     def __iter__(self):
         for batch in self.loader:
             if self.count == self.at:
-                raise KeyboardInterrupt
+                if self.how == "raise":
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGINT)
             self.count += 1
             yield batch
 
 
-def test_keyboard_interrupt_saves_and_resume_is_exact(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("how", ["raise", "signal"])
+def test_keyboard_interrupt_saves_and_resume_is_exact(tmp_path: Path, capsys, how: str) -> None:
     full = _trainer()
     h_full = full.fit(*_loaders(), epochs=3)
 
     ckpt = tmp_path / "run" / "ckpt.npz"
     train, val = _loaders()
     stopped = _trainer(checkpoint=ckpt, verbose=True)
-    hist = stopped.fit(InterruptingLoader(train, at=9), val, epochs=3)  # inside epoch 2
+    hist = stopped.fit(InterruptingLoader(train, at=9, how=how), val, epochs=3)  # epoch 2
     assert hist.interrupted and len(hist) == 1
     assert "Interrupted in epoch 2 after 3 batch(es)" in capsys.readouterr().out
     with np.load(ckpt, allow_pickle=False) as f:

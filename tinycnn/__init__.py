@@ -4,7 +4,7 @@ from tinycnn._threads import apply_defaults as _apply_thread_defaults
 
 _apply_thread_defaults()  # must run before NumPy starts its BLAS thread pool
 
-from tinycnn import backend, losses, optim  # noqa: E402
+from tinycnn import backend, losses, metrics, models, optim, schedules  # noqa: E402
 from tinycnn.backend import current_kernels, gpu_available, use_kernels  # noqa: E402
 from tinycnn.containers import Concat, Residual, Sequential  # noqa: E402
 from tinycnn.gradcheck import gradcheck  # noqa: E402
@@ -27,6 +27,7 @@ from tinycnn.optim import (  # noqa: E402
     clip_grad_norm,
 )
 from tinycnn.summary import summary  # noqa: E402
+from tinycnn.trainer import History, Trainer  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -56,4 +57,9 @@ __all__ = [
     "gradcheck",
     "losses",
     "optim",
+    "metrics",
+    "models",
+    "schedules",
+    "History",
+    "Trainer",
 ]

@@ -58,9 +58,9 @@ def model_builders() -> dict[str, Callable[..., Any]]:
             if name[0].islower() and inspect.isfunction(getattr(models, name))}
 
 
-def build_model(name: str, num_classes: int, in_channels: int, image_size: int,
-                seed: int | None) -> Any:
-    """Call builder ``name`` with the keyword arguments it accepts."""
+def build_model(name: str, num_classes: int | None, in_channels: int | None,
+                image_size: int | None, seed: int | None) -> Any:
+    """Call builder ``name`` with those keyword arguments it accepts (``None``: its default)."""
     builders = model_builders()
     if name not in builders:
         raise UsageError(f"unknown model {name!r}; choose one of {sorted(builders)}")
@@ -68,7 +68,23 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int,
     accepted = inspect.signature(builder).parameters
     wanted = {"num_classes": num_classes, "in_channels": in_channels,
               "image_size": image_size, "seed": seed}
-    return builder(**{k: v for k, v in wanted.items() if k in accepted})
+    return builder(**{k: v for k, v in wanted.items() if k in accepted and v is not None})
+
+
+def default_input_shape(name: str) -> tuple[int, int, int]:
+    """The input a builder is made for, read from its defaults: ImageNet (1000 classes)
+    224x224, else its ``image_size``, else 32x32 for 3 channels and 28x28 for 1."""
+    params = inspect.signature(model_builders()[name]).parameters
+
+    def default(key: str, fallback: int) -> int:
+        p = params.get(key)
+        return p.default if p is not None and isinstance(p.default, int) else fallback
+
+    channels = default("in_channels", 3)
+    if default("num_classes", 10) == 1000:
+        return channels, 224, 224
+    size = default("image_size", 32 if channels == 3 else 28)
+    return channels, size, size
 
 
 def _positive_int(text: str) -> int:
@@ -99,7 +115,8 @@ def _add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "mn
                    help="run on the CPU (NumPy + Numba) or the GPU (CuPy)")
     p.add_argument("--kernels", choices=("numba", "reference"), default=None,
                    help="CPU kernel set (default: the library's current choice)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none anyway when output is not a terminal)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -167,7 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="input shape of this dataset (default: the model's usual one)")
     s.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="input shape without the batch axis, e.g. 3,32,32")
-    s.add_argument("--num-classes", type=_positive_int, default=None)
+    s.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="default: the model's own default")
     return parser
 
 
@@ -226,6 +244,13 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 # commands ------------------------------------------------------------------------------
+def _write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically (temp file beside it, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _make_optimizer(args: argparse.Namespace, model: Any) -> Any:
     from tinycnn import optim
 
@@ -300,10 +325,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     scheduler = _make_schedule(args, optimizer, len(train_loader))
     trainer = Trainer(model, SoftmaxCrossEntropy(args.label_smoothing), optimizer, scheduler,
                       device=args.device, checkpoint=out / "checkpoint.npz",
-                      patience=args.patience, progress=not args.no_progress)
+                      patience=args.patience, progress=False if args.no_progress else None)
     history = trainer.fit(train_loader, val_loader, epochs=args.epochs,
                           resume=args.resume or False)
-    (out / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
+    _write_text(out / "history.json", json.dumps(history.to_dict(), indent=1))
     if len(history):
         history.plot(out / "curves.png")
     if history.interrupted:
@@ -319,9 +344,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test_accuracy": test["accuracy"], "test_images": test["n"],
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }
-    tmp = out / ".model.json.tmp"
-    tmp.write_text(json.dumps(config, indent=1))
-    os.replace(tmp, out / "model.json")
+    _write_text(out / "model.json", json.dumps(config, indent=1))
     print(f"test accuracy: {test['accuracy']:.4f} ({test['n']} images)")
     print(f"wrote {out / 'model.npz'}, {out / 'model.json'}, {out / 'curves.png'}")
     return 0
@@ -367,13 +390,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--input-shape must look like 3,32,32, got {args.input_shape!r}")\
                 from None
+    elif args.dataset:
+        c, size, _, _, _ = DATASETS[args.dataset]
+        shape = (c, size, size)
     else:
-        default = "cifar10" if any(k in args.model for k in ("cifar", "resnet", "vgg")) \
-            else "mnist"
-        c, s, _, _, _ = DATASETS[args.dataset or default]
-        shape = (c, s, s)
-    classes = args.num_classes or 10
-    model = build_model(args.model, classes, shape[0], shape[-1], 0)
+        shape = default_input_shape(args.model)
+    model = build_model(args.model, args.num_classes, shape[0], shape[-1], 0)
     print(f"{args.model}, input {shape}")
     summary(model, shape)
     return 0

@@ -95,39 +95,50 @@ def gradcheck(
 
     ``module`` is a layer, container, whole model or loss (a loss is called as
     ``module(x, target)``). It is deep-copied and cast to float64, so the caller's object is
-    left untouched. ``max_entries`` bounds the number of entries probed per array (a random
-    subset is taken beyond it; ``None`` probes all). Raises :class:`GradcheckError` with a
+    left untouched. A module on the GPU (or a GPU ``x``) runs on the GPU: only the
+    perturbation bookkeeping and the comparison happen on the host. ``max_entries``
+    bounds the number of entries probed per array (a random subset is taken beyond it;
+    ``None`` probes all). Raises :class:`GradcheckError` with a
     per-array report when the worst error exceeds ``tol`` (unless ``raise_on_fail=False``).
     """
     rng = np.random.default_rng(seed)
     m = copy.deepcopy(module)
     if isinstance(m, Module):
         m.astype(np.float64)
-    x = np.array(backend.to_device(x, "cpu"), dtype=np.float64)
+    on_gpu = backend.is_gpu_array(x) or (isinstance(m, Module) and m.device == "gpu")
+    device = "gpu" if on_gpu else "cpu"
+    x = np.array(backend.to_device(x, "cpu"), dtype=np.float64)  # host copy, perturbed
+    if hasattr(target, "shape"):
+        target = backend.to_device(target, device)
     gens = _generators(m)
     states = [g.bit_generator.state for g in gens]
 
     def run(inp: np.ndarray) -> Any:
         for g, s in zip(gens, states, strict=True):
             g.bit_generator.state = s
+        inp = backend.to_device(inp, device)  # the same array on the CPU, a copy on the GPU
         return m(inp) if target is None else m(inp, target)
+
+    def host(a: Any) -> np.ndarray:
+        return np.asarray(backend.to_device(a, "cpu"), dtype=np.float64)
 
     out = run(x)
     upstream = rng.standard_normal(np.shape(out))
 
     def objective(inp: np.ndarray) -> float:
-        return float(np.sum(np.asarray(run(inp)) * upstream))
+        return float(np.sum(host(run(inp)) * upstream))
 
     if isinstance(m, Module):
         m.zero_grad()
     run(x)
-    grad_x = m.backward(upstream if np.ndim(upstream) else float(upstream))
+    grad_x = m.backward(backend.to_device(upstream, device) if np.ndim(upstream)
+                        else float(upstream))
 
-    def numeric_at(array: np.ndarray, flat_idx: np.ndarray, eval_with: Any) -> np.ndarray:
+    def numeric_at(array: Any, flat_idx: np.ndarray, eval_with: Any) -> np.ndarray:
         num = np.empty(len(flat_idx))
-        view = array.reshape(-1)
+        view = array.reshape(-1)  # a view of a parameter in place, on its device
         for k, i in enumerate(flat_idx):
-            old = view[i]
+            old = float(view[i])
             view[i] = old + eps
             plus = eval_with()
             view[i] = old - eps
@@ -155,7 +166,7 @@ def gradcheck(
     if check_input and grad_x is not None and not wrong_shape("input", grad_x, x.shape):
         idx = pick(x.size)
         numeric = numeric_at(x, idx, lambda: objective(x))
-        errors["input"] = _rel_error(np.asarray(grad_x).reshape(-1)[idx], numeric)
+        errors["input"] = _rel_error(host(grad_x).reshape(-1)[idx], numeric)
     if check_params and isinstance(m, Module):
         for name, p in m.named_parameters():
             if not p.requires_grad:
@@ -166,7 +177,7 @@ def gradcheck(
                 continue
             if wrong_shape(name, p.grad, p.data.shape):
                 continue
-            analytic = np.asarray(p.grad, dtype=np.float64).reshape(-1).copy()
+            analytic = host(p.grad).reshape(-1).copy()
             idx = pick(p.data.size)
             numeric = numeric_at(p.data, idx, lambda: objective(x))
             errors[name] = _rel_error(analytic[idx], numeric)

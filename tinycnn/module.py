@@ -365,6 +365,7 @@ def check_input(
     name = layer._name()
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise LayerInputError(f"{name} expected an array {layout}, got {type(x).__name__}")
+    _check_device(layer, x)
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if x.ndim not in dims:
         raise LayerInputError(
@@ -380,3 +381,26 @@ def check_input(
             f"{name} expected {channels} {what} on axis {channel_axis} of {layout}, "
             f"got {x.shape[channel_axis]} (input shape {tuple(x.shape)})"
         )
+
+
+_DEVICE_WORDS = {"cpu": "the CPU (a NumPy array)", "gpu": "the GPU (a CuPy array)"}
+
+
+def _check_device(layer: Module, x: Any) -> None:
+    """Raise :class:`~tinycnn.backend.DeviceError` when ``x`` and the layer's arrays differ.
+
+    Only the layer's own first parameter (else first buffer) is compared, one type check
+    per call; a layer without arrays (ReLU, a container) accepts either device.
+    """
+    held = next(iter(layer._parameters.values()), None)
+    ref = held.data if held is not None else next(
+        (b for b in layer._buffers.values() if hasattr(b, "shape")), None
+    )
+    if ref is None or backend.is_gpu_array(ref) == backend.is_gpu_array(x):
+        return
+    got, want = backend.device_of(x), backend.device_of(ref)
+    raise backend.DeviceError(
+        f"{layer._name()} got an input on {_DEVICE_WORDS[got]} but its parameters are on "
+        f"{_DEVICE_WORDS[want]}; move the batch with tinycnn.backend.to_device(x, {want!r}) "
+        f"or the model with model.to({got!r})"
+    )

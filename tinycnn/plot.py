@@ -1,4 +1,12 @@
-"""Plots of training runs, drawn with Matplotlib's Agg backend (no display needed)."""
+"""Plots of training runs, drawn with Matplotlib's Agg backend (no display needed).
+
+:func:`plot_history` writes one run's curves to a file. The notebook figures return the
+Matplotlib ``Figure`` (Jupyter shows it inline) and also save it when given ``path``:
+:func:`plot_curves` (several runs), :func:`plot_filters` (first-layer weights),
+:func:`plot_feature_maps`, :func:`plot_confusion_matrix`, :func:`plot_images` (with labels
+and predictions), :func:`plot_image_rows` and :func:`plot_trajectories` (optimizer paths
+on a 2-D function).
+"""
 
 from __future__ import annotations
 

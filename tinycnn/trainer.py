@@ -179,7 +179,8 @@ class Trainer:
     that many epochs (``None``: never stop early); ``restore_best`` loads the best epoch's
     weights at the end. ``checkpoint``: a ``.npz`` path rewritten after every epoch.
     ``device``: ``"cpu"`` or ``"gpu"``; the model is moved there and batches follow.
-    ``progress``: show a tqdm bar per epoch; ``verbose``: print one line per epoch.
+    ``progress``: a tqdm bar per epoch (``None``: only on a terminal or in a notebook, not
+    when output goes to a file); ``verbose``: print one line per epoch.
     """
 
     def __init__(
@@ -195,7 +196,7 @@ class Trainer:
         monitor: str | None = None,
         min_delta: float = 0.0,
         restore_best: bool = False,
-        progress: bool = True,
+        progress: bool | None = None,
         verbose: bool = True,
     ) -> None:
         if monitor is not None and monitor not in MONITORS:
@@ -227,10 +228,10 @@ class Trainer:
     def _say(self, msg: str) -> None:
         if not self.verbose:
             return
-        if self.progress:
+        if self.progress is not False:
             from tqdm.auto import tqdm
 
-            tqdm.write(msg)
+            tqdm.write(msg)  # keeps a running bar intact
         else:
             print(msg, flush=True)
 
@@ -253,16 +254,22 @@ class Trainer:
         from tqdm.auto import tqdm
 
         total = len(loader) if hasattr(loader, "__len__") else None
+        # disable=None is tqdm's "only on a terminal"; its notebook bar always shows.
+        disable = None if self.progress is None else not self.progress
         bar = tqdm(total=total, desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+                   disable=disable, leave=False, dynamic_ncols=True)
         skip = partial["batches"]
-        started = time.perf_counter() - partial["time"]
+        started = time.perf_counter()
         try:
             batches: Iterator[Any] = iter(loader)
             for i, (x, y) in enumerate(batches):
                 if i < skip:  # resuming inside an epoch: replay the loader, do not train
                     bar.update(1)
                     continue
+                if i == skip:  # the clock starts after any replayed batches
+                    started = time.perf_counter() - partial["time"]
+                if self._interrupt.requested:  # Ctrl-C: stop before this batch
+                    raise KeyboardInterrupt
                 value, correct, n = self.train_step(x, y)
                 partial["batches"] += 1
                 partial["loss_sum"] += value * n
@@ -274,8 +281,6 @@ class Trainer:
                                 img_s=f"{partial['seen'] / max(partial['time'], 1e-9):.0f}",
                                 refresh=False)
                 bar.update(1)
-                if self._interrupt.requested:
-                    raise KeyboardInterrupt
         finally:
             bar.close()
 

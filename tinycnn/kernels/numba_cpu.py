@@ -6,10 +6,10 @@ How they are built (see ``docs/kernels.md`` for each family):
   (``np.empty`` in the input's dtype: a float32 net stays float32) and hands it to one
   ``@njit`` kernel. Large arrays are never allocated inside jitted code: Numba's allocator
   was measured 3x slower than NumPy's for a 45 MB buffer.
-* Parallel loops (``prange``) run over *disjoint* outputs: a channel plane ``(n, c)``,
-  an image row, a channel. No two threads ever add into the same element, so no atomics
-  and no ``np.add.at``. ``col2im`` is written as a gather: each input pixel sums the
-  column entries that saw it.
+* Parallel loops (``prange``) run over *disjoint* outputs: an image, an image row, a
+  channel plane ``(n, c)``, a channel. No two threads ever add into the same element, so
+  no atomics and no ``np.add.at``. ``col2im`` gives each thread whole images: the sums
+  into an image all happen in one thread, in order.
 * Kernels never call each other. With Numba 0.68.1, ``cache=True`` on a jitted function
   that calls another cached ``parallel=True`` function segfaulted when loaded from the
   on-disk cache, so each kernel is one self-contained function, called from Python.
@@ -33,6 +33,7 @@ __all__ = [
     "avgpool2d_backward",
     "avgpool2d_forward",
     "batchnorm_backward",
+    "batchnorm_forward",
     "batchnorm_stats",
     "bias_relu",
     "col2im",
@@ -57,23 +58,27 @@ def _c(a: Any) -> np.ndarray:
 @njit(parallel=True, cache=True)
 def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):  # pragma: no cover
     n, c, h, w = x.shape
-    for r in prange(n * oh):  # one output row (n, oy) per task: disjoint rows of cols
+    for r in prange(n * oh):  # one output row (n, oy) per task: disjoint blocks of cols
         ni = r // oh
         oy = r % oh
-        for ox in range(ow):
-            row = r * ow + ox
-            col = 0
-            for ci in range(c):
-                for i in range(kh):
-                    iy = oy * sh - ph + i * dh
-                    inside_y = 0 <= iy < h
-                    for j in range(kw):
-                        ix = ox * sw - pw + j * dw
-                        if inside_y and 0 <= ix < w:
-                            cols[row, col] = x[ni, ci, iy, ix]
-                        else:
-                            cols[row, col] = 0
-                        col += 1
+        r0 = r * ow  # the block cols[r0 : r0 + ow] (a few KB) stays in L1 meanwhile
+        col = 0
+        for ci in range(c):
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                for j in range(kw):
+                    if iy < 0 or iy >= h:
+                        for ox in range(ow):
+                            cols[r0 + ox, col] = 0
+                    else:
+                        # along ox the reads are contiguous (stride sw) in one input row
+                        for ox in range(ow):
+                            ix = ox * sw - pw + j * dw
+                            if 0 <= ix < w:
+                                cols[r0 + ox, col] = x[ni, ci, iy, ix]
+                            else:
+                                cols[r0 + ox, col] = 0
+                    col += 1
 
 
 def im2col(
@@ -96,21 +101,22 @@ def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):  # pragma:
             for y in range(h):
                 for x in range(w):
                     dx[ni, ci, y, x] = 0
-        # Read the image's rows in memory order (sequential, prefetch-friendly) and add each
-        # entry into the pixel its tap saw; the image's gradient stays in L1/L2 meanwhile.
         for oy in range(oh):
-            for ox in range(ow):
-                row = (ni * oh + oy) * ow + ox
-                col = 0
-                for ci in range(c):
-                    for i in range(kh):
-                        iy = oy * sh - ph + i * dh
-                        inside_y = 0 <= iy < h
-                        for j in range(kw):
+            r0 = (ni * oh + oy) * ow  # this output row's block of cols (a few KB, in L1)
+            col = 0
+            for ci in range(c):
+                for i in range(kh):
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= h:
+                        col += kw
+                        continue
+                    for j in range(kw):
+                        # along ox the adds go to one input row, contiguous for stride 1
+                        for ox in range(ow):
                             ix = ox * sw - pw + j * dw
-                            if inside_y and 0 <= ix < w:
-                                dx[ni, ci, iy, ix] += cols[row, col]
-                            col += 1
+                            if 0 <= ix < w:
+                                dx[ni, ci, iy, ix] += cols[r0 + ox, col]
+                        col += 1
 
 
 def col2im(
@@ -412,6 +418,41 @@ def batchnorm_backward(
     return dx, g_sum, gx_sum
 
 
+@njit(parallel=True, cache=True)
+def _bn_fwd_kernel(x, mean, inv_std, weight, bias, y, xhat):  # pragma: no cover
+    n, c, hw = x.shape
+    for nc in prange(n * c):  # one (image, channel) row per task, one pass, two outputs
+        ni = nc // c
+        ci = nc % c
+        mu, s, g, b = mean[ci], inv_std[ci], weight[ci], bias[ci]
+        for p in range(hw):
+            v = (x[ni, ci, p] - mu) * s
+            xhat[ni, ci, p] = v
+            y[ni, ci, p] = v * g + b
+
+
+def batchnorm_forward(
+    x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """``xhat = (x - mean) * inv_std`` and ``y = weight * xhat + bias`` per channel, one pass.
+
+    Returns ``(y, xhat)``; without ``weight``/``bias`` (``None``), ``y`` is ``xhat``.
+    """
+    x = _c(x)
+    n, c = x.shape[:2]
+    dt = x.dtype
+    xhat = np.empty_like(x)
+    affine = weight is not None
+    y = np.empty_like(x) if affine else xhat
+    w = _c(weight).astype(dt, copy=False) if affine else np.ones(c, dtype=dt)
+    b = _c(bias).astype(dt, copy=False) if affine else np.zeros(c, dtype=dt)
+    _bn_fwd_kernel(
+        x.reshape(n, c, -1), _c(mean).astype(dt, copy=False), _c(inv_std).astype(dt, copy=False),
+        w, b, y.reshape(n, c, -1), xhat.reshape(n, c, -1),
+    )
+    return y, xhat
+
+
 # ---------------------------------------------------------------------------------- warm-up
 
 
@@ -434,4 +475,6 @@ def warmup() -> float:
         bias_relu(cols[:, :3], np.zeros(3, dtype=dtype), (2, 3, 6, 6), True)
         mean, var = batchnorm_stats(x)
         batchnorm_backward(x, x, var)
+        batchnorm_forward(x, mean, var, mean, var)
+        batchnorm_forward(x, mean, var, None, None)
     return time.perf_counter() - start

@@ -198,3 +198,22 @@ def batchnorm_backward(grad_out: Any, xhat: Any, scale: Any) -> tuple[Any, Any, 
     dx -= g_sum.reshape(shape)
     dx *= (scale.astype(grad_out.dtype, copy=False) / m).reshape(shape)
     return dx, g_sum, gx_sum
+
+
+def batchnorm_forward(
+    x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any
+) -> tuple[Any, Any]:
+    """Normalize per channel (axis 1): ``xhat = (x - mean) * inv_std``, ``y = weight*xhat + bias``.
+
+    Returns ``(y, xhat)``; ``weight``/``bias`` may be ``None`` (no affine part: ``y`` is
+    ``xhat``). All per-channel vectors have length ``C``.
+    """
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    dt = x.dtype
+    xhat = (x - mean.astype(dt, copy=False).reshape(shape)) * inv_std.astype(
+        dt, copy=False).reshape(shape)
+    if weight is None:
+        return xhat, xhat
+    y = xhat * weight.astype(dt, copy=False).reshape(shape)
+    y += bias.astype(dt, copy=False).reshape(shape)
+    return y, xhat
