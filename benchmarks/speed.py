@@ -528,10 +528,18 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"- target tinycnn <= PyTorch: {'met' if ok else 'MISSED'}")
     bd = results.get("breakdown")
     if bd:
-        lines += ["", f"## Per-layer time, {bd['net']} batch {bd['batch']} training step "
+        by_kind: dict[str, float] = {}
+        for name, s in bd["layers_s"].items():
+            # "<path> <Class> <pass>" -> "<Class> <pass>"; "(optimizer, ...)" stays whole
+            kind = name if name.startswith("(") else " ".join(name.split()[1:])
+            by_kind[kind] = by_kind.get(kind, 0.0) + s
+        lines += ["", f"## Time per layer type, {bd['net']} batch {bd['batch']} training step "
                   f"({bd['kernels']} kernels, {bd['step_s'] * 1e3:.1f} ms per step)", "",
-                  "| layer | ms | share |", "|---|---|---|"]
-        for name, s in sorted(bd["layers_s"].items(), key=lambda kv: -kv[1]):
+                  "| layer type, pass | ms | share |", "|---|---|---|"]
+        for name, s in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {name} | {s * 1e3:.2f} | {s / bd['step_s'] * 100:.1f} % |")
+        lines += ["", "Slowest single layers:", "", "| layer | ms | share |", "|---|---|---|"]
+        for name, s in sorted(bd["layers_s"].items(), key=lambda kv: -kv[1])[:12]:
             lines.append(f"| {name} | {s * 1e3:.2f} | {s / bd['step_s'] * 100:.1f} % |")
     if results.get("jit_warmup_s") is not None:
         lines += ["", f"Numba kernels warm-up (compile or load from cache): "

@@ -134,6 +134,25 @@ def test_avgpool_matches_reference(dtype: type, g: dict) -> None:
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 2, 7, 9), (1, 1, 2, 2), (1, 2, 3, 3)])
+@pytest.mark.parametrize("stride", [(2, 2), (1, 1), (3, 2)])
+def test_maxpool_2x2_fast_path_matches_reference(dtype: type, shape: tuple, stride: tuple) -> None:
+    """2x2 windows without padding take dedicated kernels (odd sizes leave a row/column)."""
+    rng = np.random.default_rng(3)
+    x = tie_free(rng, shape, dtype)
+    out, arg = fast.maxpool2d_forward(x, 2, 2, stride, (0, 0))
+    out_ref, arg_ref = ref.maxpool2d_forward(x, 2, 2, stride, (0, 0))
+    check(out, out_ref, dtype)
+    np.testing.assert_array_equal(arg, arg_ref)
+    g = rand(rng, out.shape, dtype)
+    check(
+        fast.maxpool2d_backward(g, arg, shape, 2, 2, stride, (0, 0)),
+        ref.maxpool2d_backward(g, arg_ref, shape, 2, 2, stride, (0, 0)),
+        dtype,
+    )
+
+
 def test_maxpool_ties_go_to_the_first_maximum() -> None:
     x = np.ones((1, 1, 2, 2), dtype=np.float32)
     out, arg = fast.maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))

@@ -15,13 +15,13 @@ parameter's gradient into ``param.grad`` (``zero_grad()`` resets them to ``None`
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import numpy
 
 from tinycnn import backend
+from tinycnn.files import atomic_write
 
 
 class Parameter:
@@ -334,19 +334,9 @@ class Module:
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
-    """``numpy.savez`` to a temp file in the target folder, then an atomic rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            numpy.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``numpy.savez`` written atomically (temp file in the target folder, then rename)."""
+    with atomic_write(path) as f:
+        numpy.savez(f, **arrays)
 
 
 def check_input(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from tinycnn.data.download import data_root
 from tinycnn.data.mnist import EMBEDDED_PATH, MNIST
+from tinycnn.files import atomic_write
 
 
 def first_per_class(labels: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:
@@ -59,16 +59,8 @@ def build(source: str | os.PathLike | None = None, out: str | os.PathLike | None
             with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(array),
                                           allow_pickle=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; this file ships with the package
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(out) as f:
+        f.write(buffer.getvalue())
     return out
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from tinycnn.files import atomic_write
 
 Opener = Callable[..., IO[bytes]]
 
@@ -76,10 +77,10 @@ def check_file(path: str | os.PathLike, md5: str | None = None, sha256: str | No
 def _fetch_once(url: str, dest: Path, want: tuple[str, str] | None, opener: Opener,
                 timeout: float) -> None:
     """Stream ``url`` into a temp file beside ``dest``, verify it, rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
+    # atomic_write removes the temp file on any error, Ctrl-C included: no partial file.
+    with atomic_write(dest) as out:
         h = hashlib.new(want[0]) if want else None
-        with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as response:
+        with opener(url, timeout=timeout) as response:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 out.write(chunk)
                 if h is not None:
@@ -88,15 +89,6 @@ def _fetch_once(url: str, dest: Path, want: tuple[str, str] | None, opener: Open
             raise DownloadError(
                 f"checksum mismatch for {url}: {want[0]} {h.hexdigest()}, expected {want[1]}"
             )
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a dataset file is not a secret
-        os.replace(tmp, dest)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a partial file behind.
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _default_opener(url: str, timeout: float) -> Any:

@@ -169,6 +169,37 @@ def _maxpool_fwd_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax):  # pragma: no c
                 argmax[ni, ci, oy, ox] = arg
 
 
+@njit(parallel=True, cache=True)
+def _maxpool2x2_fwd_kernel(x, sh, sw, out, argmax):  # pragma: no cover
+    # The common 2x2 window without padding, unrolled: about 8x faster than the general
+    # loops above, whose short run-time trip counts the compiler cannot unroll.
+    n, c = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    for nc in prange(n * c):
+        ni = nc // c
+        ci = nc % c
+        for oy in range(oh):
+            y0 = oy * sh
+            for ox in range(ow):
+                x0 = ox * sw
+                best = x[ni, ci, y0, x0]
+                arg = 0
+                v = x[ni, ci, y0, x0 + 1]
+                if v > best:
+                    best = v
+                    arg = 1
+                v = x[ni, ci, y0 + 1, x0]
+                if v > best:
+                    best = v
+                    arg = 2
+                v = x[ni, ci, y0 + 1, x0 + 1]
+                if v > best:
+                    best = v
+                    arg = 3
+                out[ni, ci, oy, ox] = best
+                argmax[ni, ci, oy, ox] = arg
+
+
 def maxpool2d_forward(
     x: Any, kh: int, kw: int, stride: Pair, padding: Pair
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +213,10 @@ def maxpool2d_forward(
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=np.int32)
-    _maxpool_fwd_kernel(_c(x), kh, kw, sh, sw, ph, pw, out, argmax)
+    if (kh, kw) == (2, 2) and (ph, pw) == (0, 0):
+        _maxpool2x2_fwd_kernel(_c(x), sh, sw, out, argmax)
+    else:
+        _maxpool_fwd_kernel(_c(x), kh, kw, sh, sw, ph, pw, out, argmax)
     return out, argmax
 
 
@@ -205,6 +239,33 @@ def _maxpool_bwd_kernel(grad_out, argmax, kw, sh, sw, ph, pw, dx):  # pragma: no
                     dx[ni, ci, iy, ix] += grad_out[ni, ci, oy, ox]
 
 
+@njit(parallel=True, cache=True)
+def _maxpool2x2s2_bwd_kernel(grad_out, argmax, dx):  # pragma: no cover
+    # 2x2 windows, stride 2, no padding: the windows tile the input, so every input pixel
+    # is written exactly once (no zeroing pass, no adds); an odd last row/column gets 0.
+    n, c, h, w = dx.shape
+    oh, ow = grad_out.shape[2], grad_out.shape[3]
+    for nc in prange(n * c):
+        ni = nc // c
+        ci = nc % c
+        for oy in range(oh):
+            for ox in range(ow):
+                g = grad_out[ni, ci, oy, ox]
+                a = argmax[ni, ci, oy, ox]
+                y0 = 2 * oy
+                x0 = 2 * ox
+                dx[ni, ci, y0, x0] = g if a == 0 else 0
+                dx[ni, ci, y0, x0 + 1] = g if a == 1 else 0
+                dx[ni, ci, y0 + 1, x0] = g if a == 2 else 0
+                dx[ni, ci, y0 + 1, x0 + 1] = g if a == 3 else 0
+            if w > 2 * ow:
+                dx[ni, ci, 2 * oy, w - 1] = 0
+                dx[ni, ci, 2 * oy + 1, w - 1] = 0
+        if h > 2 * oh:
+            for x in range(w):
+                dx[ni, ci, h - 1, x] = 0
+
+
 def maxpool2d_backward(
     grad_out: Any, argmax: Any, x_shape: tuple[int, int, int, int],
     kh: int, kw: int, stride: Pair, padding: Pair,
@@ -212,7 +273,10 @@ def maxpool2d_backward(
     """dL/dx: each output's gradient goes to the input its window's maximum came from."""
     (sh, sw), (ph, pw) = stride, padding
     dx = np.empty(tuple(x_shape), dtype=grad_out.dtype)
-    _maxpool_bwd_kernel(_c(grad_out), _c(argmax), kw, sh, sw, ph, pw, dx)
+    if (kh, kw) == (2, 2) and (sh, sw) == (2, 2) and (ph, pw) == (0, 0):
+        _maxpool2x2s2_bwd_kernel(_c(grad_out), _c(argmax), dx)
+    else:
+        _maxpool_bwd_kernel(_c(grad_out), _c(argmax), kw, sh, sw, ph, pw, dx)
     return dx
 
 
@@ -318,31 +382,35 @@ def relu_backward(grad_out: Any, y: Any) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _bias_relu_kernel(rows, bias, relu, out):  # pragma: no cover
+def _bias_relu_kernel(out, bias, relu):  # pragma: no cover
     n, o, hw = out.shape
-    for ni in prange(n):  # one image per task: rows read in order, O planes written
+    for no in prange(n * o):  # one contiguous output plane per task, in place
+        ni = no // o
+        oc = no % o
+        b = bias[oc]
         for p in range(hw):
-            r = ni * hw + p
-            for oc in range(o):
-                v = rows[r, oc] + bias[oc]
-                if relu and not v > 0:
-                    out[ni, oc, p] = 0
-                else:
-                    out[ni, oc, p] = v
+            v = out[ni, oc, p] + b
+            if relu and not v > 0:
+                out[ni, oc, p] = 0
+            else:
+                out[ni, oc, p] = v
 
 
 def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: bool) -> np.ndarray:
     """GEMM rows ``(N*OH*OW, O)`` to NCHW ``(N, O, OH, OW)``, plus bias, then ReLU if asked.
 
-    One pass instead of three (bias add, NHWC->NCHW copy, ReLU). ``bias=None`` adds nothing.
+    The layout change is NumPy's blocked transpose copy (a plain loop writing O planes
+    4 KB apart was 4x slower: cache-set conflicts); bias and ReLU then run in place, in
+    one pass over contiguous planes, and are skipped when there is neither.
     """
-    rows = _c(rows)
     n, o, oh, ow = out_shape
-    if bias is None:
-        bias = np.zeros(o, dtype=rows.dtype)
     out = np.empty((n, o, oh, ow), dtype=rows.dtype)
-    bias = _c(bias).astype(rows.dtype, copy=False)
-    _bias_relu_kernel(rows, bias, bool(relu), out.reshape(n, o, -1))
+    planes = out.reshape(n, o, oh * ow)
+    np.copyto(planes, rows.reshape(n, oh * ow, o).transpose(0, 2, 1))
+    if bias is not None or relu:
+        if bias is None:
+            bias = np.zeros(o, dtype=rows.dtype)
+        _bias_relu_kernel(planes, _c(bias).astype(rows.dtype, copy=False), bool(relu))
     return out
 
 
@@ -466,8 +534,10 @@ def warmup() -> float:
         x = np.arange(2 * 3 * 6 * 6, dtype=dtype).reshape(2, 3, 6, 6)
         cols = im2col(x, 3, 3, (1, 1), (1, 1))
         col2im(cols, x.shape, 3, 3, (1, 1), (1, 1))
-        out, arg = maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))
+        out, arg = maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))  # the 2x2 kernels
         maxpool2d_backward(out, arg, x.shape, 2, 2, (2, 2), (0, 0))
+        out, arg = maxpool2d_forward(x, 3, 3, (2, 2), (1, 1))  # the general ones
+        maxpool2d_backward(out, arg, x.shape, 3, 3, (2, 2), (1, 1))
         avg = avgpool2d_forward(x, 2, 2, (2, 2), (0, 0))
         avgpool2d_backward(avg, x.shape, 2, 2, (2, 2), (0, 0))
         y = relu_forward(x)
