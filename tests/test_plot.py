@@ -55,6 +55,14 @@ def test_curves_of_several_runs(tmp_path: Path) -> None:
     assert len(fig.axes[0].get_lines()) == 4
 
 
+def test_curves_of_many_runs_share_one_legend(tmp_path: Path) -> None:
+    runs = {f"run {i}": history(offset=0.1 * i) for i in range(4)}
+    fig = plot.plot_curves(runs, path=tmp_path / "many.png")
+    check_png(tmp_path / "many.png")
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    assert len(fig.legends[0].get_texts()) == 8  # train and validation of each run
+
+
 def test_curves_reject_unknown_metric_and_empty_history(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no metric"):
         plot.plot_curves(history(), metrics=("bogus",))

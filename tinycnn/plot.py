@@ -153,7 +153,8 @@ def plot_curves(
     runs = histories if isinstance(histories, Mapping) else {"": histories}
     if not runs or any(len(h.epoch) == 0 for h in runs.values()):
         raise ValueError("plot_curves: every history needs at least one epoch")
-    fig, axes = _figure(1, len(metrics), (4.3 * len(metrics), 3.6))
+    legend_width = 2.8 if len(runs) > 2 else 0.0
+    fig, axes = _figure(1, len(metrics), (4.3 * len(metrics) + legend_width, 3.6))
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for ax, metric in zip(axes[0], metrics, strict=True):
         for color, (label, h) in zip(colors, runs.items(), strict=True):
@@ -170,7 +171,11 @@ def plot_curves(
                 raise ValueError(f"plot_curves: a History has no metric {metric!r}")
         _epoch_axis(ax)
         ax.set_ylabel(metric)
-        ax.legend(fontsize="small")
+        if len(runs) <= 2:
+            ax.legend(fontsize="small")
+    if len(runs) > 2:  # one shared legend beside the panels keeps many curves readable
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right center", fontsize="small")
     return _finish(fig, path, title)
 
 
