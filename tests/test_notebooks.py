@@ -36,6 +36,16 @@ def test_the_notebooks_are_there() -> None:
     assert names == [f"{i:02d}" for i in range(1, 12)], f"expected notebooks 01..11, got {names}"
 
 
+def test_every_notebook_is_in_the_docs() -> None:
+    """The site's navigation and the tutorial page list every notebook."""
+    root = NOTEBOOKS.parent
+    nav = (root / "mkdocs.yml").read_text(encoding="utf-8")
+    tutorial = (root / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    for path in PATHS:
+        assert f"notebooks/{path.name}" in nav, f"{path.name} missing from mkdocs.yml nav"
+        assert f"(notebooks/{path.name})" in tutorial, f"{path.name} missing from tutorial.md"
+
+
 @needs_jupyter
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
 def test_notebook_is_stored_clean(path: Path) -> None:
