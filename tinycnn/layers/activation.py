@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinycnn import backend
 from tinycnn.backend import get_array_module
 from tinycnn.module import Module, check_input
 
@@ -14,24 +15,32 @@ _LAYOUT = "(N, ...)"
 class ReLU(Module):
     """``y = max(x, 0)``, any shape.
 
-    Backward: dL/dx = g * [x > 0]  (the derivative at 0 is taken as 0).
+    Backward: dL/dx = g * [x > 0] = g * [y > 0]  (the derivative at 0 is taken as 0).
+    The output ``y`` is kept for backward instead of a boolean mask. On the CPU the
+    kernels (``relu_forward``/``relu_backward``) make one pass each; on the GPU plain
+    elementwise expressions are fast already.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.mask = None
+        self.y = None
 
     def forward(self, x: Any) -> Any:
         check_input(self, x, _RANKS, _LAYOUT)
-        self.mask = x > 0
-        return x * self.mask
+        if backend.is_gpu_array(x):
+            self.y = x * (x > 0)
+        else:
+            self.y = backend.kernels(x).relu_forward(x)
+        return self.y
 
     def backward(self, grad_out: Any) -> Any:
-        self._need_cache(self.mask)
-        return grad_out * self.mask
+        self._need_cache(self.y)
+        if backend.is_gpu_array(grad_out):
+            return grad_out * (self.y > 0)
+        return backend.kernels(grad_out).relu_backward(grad_out, self.y)
 
     def _clear_cache(self) -> None:
-        self.mask = None
+        self.y = None
 
 
 class LeakyReLU(Module):

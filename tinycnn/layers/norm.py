@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tinycnn import backend
 from tinycnn.backend import get_array_module
 from tinycnn.module import LayerInputError, Module, Parameter, check_input
 
@@ -93,7 +94,7 @@ class _BatchNorm(Module):
     def forward(self, x: Any) -> Any:
         check_input(self, x, self._ndims, self._layout, channels=self.num_features)
         xp = get_array_module(x)
-        shape = (1, self.num_features) + (1,) * (x.ndim - 2)  # broadcast a per-channel vector
+        k = backend.kernels(x)
         m = x.size // self.num_features
         use_batch = self.training or not self.track_running_stats
         if use_batch:
@@ -102,22 +103,18 @@ class _BatchNorm(Module):
                     f"{self._name()} expected more than 1 value per channel when training, "
                     f"got input shape {tuple(x.shape)}"
                 )
-            mean = channel_sum(x) / m
-            xhat = x - mean.reshape(shape)  # centred here, scaled in place below
-            var = channel_sum(xhat, xhat) / m
+            mean, var = k.batchnorm_stats(x)  # per channel, over every axis but 1
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
         else:
             mean = self.running_mean.astype(x.dtype, copy=False)
             var = self.running_var.astype(x.dtype, copy=False)
-            xhat = x - mean.reshape(shape)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        xhat *= inv_std.reshape(shape)
+        weight = self.weight.data if self.affine else None
+        bias = self.bias.data if self.affine else None
+        # xhat = (x - mean) * inv_std and y = weight * xhat + bias, in one pass
+        y, xhat = k.batchnorm_forward(x, mean, inv_std, weight, bias)
         self.xhat, self.inv_std, self.batch_stats = xhat, inv_std, use_batch
-        if not self.affine:
-            return xhat
-        y = xhat * self.weight.data.astype(x.dtype, copy=False).reshape(shape)
-        y += self.bias.data.astype(x.dtype, copy=False).reshape(shape)
         return y
 
     def _update_running_stats(self, mean: Any, var: Any, m: int) -> None:
@@ -140,22 +137,22 @@ class _BatchNorm(Module):
         self._need_cache(self.xhat)
         xhat, inv_std = self.xhat, self.inv_std
         shape = (1, self.num_features) + (1,) * (xhat.ndim - 2)
-        g_sum = channel_sum(grad_out)
-        gx_sum = channel_sum(grad_out, xhat)
         if self.affine:
-            self.weight.accumulate(gx_sum.astype(self.weight.dtype, copy=False))
-            self.bias.accumulate(g_sum.astype(self.bias.dtype, copy=False))
             scale = self.weight.data.astype(xhat.dtype, copy=False) * inv_std
         else:
             scale = inv_std
-        if not self.batch_stats:
-            return grad_out * scale.reshape(shape)
-        # gamma / (m * sigma) * (m * g - sum(g) - xhat * sum(g * xhat)), one temporary array
-        m = xhat.size // self.num_features
-        dx = xhat * (-gx_sum / m).reshape(shape)
-        dx += grad_out
-        dx -= (g_sum / m).reshape(shape)
-        dx *= scale.reshape(shape)
+        if self.batch_stats:
+            # gamma / (m * sigma) * (m * g - sum(g) - xhat * sum(g * xhat)), and both sums,
+            # in one kernel
+            k = backend.kernels(grad_out)
+            dx, g_sum, gx_sum = k.batchnorm_backward(grad_out, xhat, scale)
+        else:
+            g_sum = channel_sum(grad_out)
+            gx_sum = channel_sum(grad_out, xhat)
+            dx = grad_out * scale.reshape(shape)
+        if self.affine:
+            self.weight.accumulate(gx_sum.astype(self.weight.dtype, copy=False))
+            self.bias.accumulate(g_sum.astype(self.bias.dtype, copy=False))
         return dx
 
     def _clear_cache(self) -> None:
