@@ -1,5 +1,6 @@
 """Style transfer: Gram matrix and its backward, the style/content losses, image gradients
-through a frozen network, and a few optimization steps on the image."""
+through a frozen network, and a few optimization steps on the image; plus the pixel losses
+of image-to-image training (BCEWithLogits, L1Loss)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from tinycnn.containers import Sequential
 from tinycnn.gradcheck import gradcheck
 from tinycnn.layers import AvgPool2D, Conv2D, ReLU
+from tinycnn.losses import BCEWithLogits, L1Loss
 from tinycnn.module import BackwardBeforeForwardError, LayerInputError
 from tinycnn.optim import SGD
 from tinycnn.style import (
@@ -144,3 +146,50 @@ def test_style_transfer_gradient_and_optimization():
     assert all(p.grad is None for p in net.parameters())
     with pytest.raises(ValueError, match="out of range"):
         StyleTransfer(net, style, content, style_layers=[7], content_layers=[])
+
+
+# --- pixel losses for image-to-image training (tinycnn.losses) -----------------------------
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("pos_weight", [None, (0.5, 2.0, 3.0)])
+def test_bce_with_logits(reduction, pos_weight):
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((4, 3)), rng.random((4, 3))
+    pw = None if pos_weight is None else np.array(pos_weight)
+    assert gradcheck(BCEWithLogits(pos_weight=pw, reduction=reduction), x, t) < 1e-6
+    if torch is None:
+        pytest.skip("PyTorch is not installed: the gradient check ran, the comparison did not")
+    big = 30 * x  # far into the saturated range, where a naive log(sigmoid) overflows
+    loss = BCEWithLogits(pos_weight=pw, reduction=reduction)
+    value, grad = loss(big, t), loss.backward(0.7)
+    xt = torch.from_numpy(big).requires_grad_(True)
+    ref = torch.nn.BCEWithLogitsLoss(
+        pos_weight=None if pw is None else torch.from_numpy(pw), reduction=reduction
+    )(xt, torch.from_numpy(t))
+    (0.7 * ref).backward()
+    np.testing.assert_allclose(value, ref.item(), rtol=1e-12)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_l1_loss(reduction):
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 4))
+    assert gradcheck(L1Loss(reduction), x, t) < 1e-6
+    loss = L1Loss(reduction)
+    n = x.size if reduction == "mean" else 1
+    assert np.isclose(loss(x, t), np.abs(x - t).sum() / n)
+    np.testing.assert_array_equal(loss.backward(), np.sign(x - t) / n)
+    assert L1Loss()(x.astype(np.float32), t).dtype == np.float32
+
+
+def test_pixel_loss_errors():
+    x = np.zeros((2, 3), dtype=np.float32)
+    for loss in (BCEWithLogits(), L1Loss()):
+        with pytest.raises(LayerInputError, match=type(loss).__name__):
+            loss(x, np.zeros((2, 4), dtype=np.float32))
+        with pytest.raises(LayerInputError, match=type(loss).__name__):
+            loss(x.astype(np.int64), x)
+        with pytest.raises(BackwardBeforeForwardError):
+            type(loss)().backward()
+    with pytest.raises(ValueError, match="reduction"):
+        L1Loss("none")

@@ -182,3 +182,94 @@ class MSELoss(Loss):
     def backward(self, grad: Any = 1.0) -> Any:
         self._need_cache(self.diff)
         return self.diff * (2.0 * _scale(grad, self.diff.dtype) / max(self.diff.size, 1))
+
+
+class BCEWithLogits(Loss):
+    """Sigmoid + binary cross-entropy on logits (PyTorch's ``BCEWithLogitsLoss``), any shape.
+
+    Per element, with ``c = 1 + (pos_weight - 1) * t``:
+    ``l = (1 - t) x + c * softplus(-x)``, which is ``-[c t log s(x) + (1 - t) log(1 - s(x))]``
+    written so that no ``exp`` overflows (``softplus(-x) = max(-x, 0) + log(1 + e^-|x|)``).
+    ``reduction="mean"`` averages over every element, ``"sum"`` adds them up.
+    ``pos_weight`` (broadcast along the last axis, as in PyTorch) weighs the positives.
+
+    Backward: dl/dx = (1 - t) - c * s(-x), i.e. ``s(x) - t`` without ``pos_weight``.
+    """
+
+    def __init__(self, pos_weight: Any = None, reduction: str = "mean") -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"BCEWithLogits: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.pos_weight = pos_weight
+        self.reduction = reduction
+        self.dx = None
+
+    def forward(self, x: Any, target: Any) -> Any:
+        if not hasattr(x, "shape") or x.dtype.kind != "f":
+            raise LayerInputError(
+                "BCEWithLogits expected floating-point logits, "
+                f"got {getattr(x, 'dtype', type(x).__name__)}"
+            )
+        if not hasattr(target, "shape") or tuple(target.shape) != tuple(x.shape):
+            got = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
+            raise LayerInputError(
+                f"BCEWithLogits expected targets of the logits' shape {tuple(x.shape)}, got {got}"
+            )
+        xp = backend.get_array_module(x, target)
+        t = target.astype(x.dtype)
+        softplus_neg = xp.maximum(-x, 0) + xp.log1p(xp.exp(-xp.abs(x)))  # -log s(x)
+        if self.pos_weight is None:
+            c = 1.0
+        else:
+            c = 1 + (xp.asarray(self.pos_weight, dtype=x.dtype) - 1) * t
+        per_element = (1 - t) * x + c * softplus_neg
+        sig_neg = xp.exp(-softplus_neg - x)  # s(-x) = e^{-x} s(x), from the stable log
+        n = per_element.size if self.reduction == "mean" else 1
+        self.dx = ((1 - t) - c * sig_neg) / max(n, 1)
+        loss = per_element.sum() / max(n, 1)
+        self._check_finite(loss)
+        return loss
+
+    def backward(self, grad: Any = 1.0) -> Any:
+        self._need_cache(self.dx)
+        return self.dx * _scale(grad, self.dx.dtype)
+
+    def __repr__(self) -> str:
+        return f"BCEWithLogits(reduction={self.reduction!r})"
+
+
+class L1Loss(Loss):
+    """Mean absolute error: ``L = mean(|x - y|)`` (``reduction="sum"``: the sum), any shape.
+
+    Backward: dL/dx = sign(x - y) / numel * grad (0 where x == y, as in PyTorch).
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"L1Loss: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+        self.sign = None
+
+    def forward(self, x: Any, target: Any) -> Any:
+        if not hasattr(x, "shape") or x.dtype.kind != "f":
+            raise LayerInputError(
+                f"L1Loss expected a floating-point array, got {getattr(x, 'dtype', type(x))}"
+            )
+        if not hasattr(target, "shape") or tuple(target.shape) != tuple(x.shape):
+            got = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
+            raise LayerInputError(
+                f"L1Loss expected a target of the input's shape {tuple(x.shape)}, got {got}"
+            )
+        xp = backend.get_array_module(x, target)
+        diff = x - target.astype(x.dtype)
+        n = diff.size if self.reduction == "mean" else 1
+        self.sign = xp.sign(diff) / max(n, 1)
+        loss = xp.abs(diff).sum() / max(n, 1)
+        self._check_finite(loss)
+        return loss
+
+    def backward(self, grad: Any = 1.0) -> Any:
+        self._need_cache(self.sign)
+        return self.sign * _scale(grad, self.sign.dtype)
+
+    def __repr__(self) -> str:
+        return f"L1Loss(reduction={self.reduction!r})"

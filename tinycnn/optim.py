@@ -9,7 +9,11 @@ optimizer but ``AdamW``, which decays the weights directly (decoupled). ``max_gr
 clips the global gradient norm before each step (:func:`clip_grad_norm`).
 
 State arrays (momentum buffers, Adam's moments) are made with the parameter's array
-module and dtype, so a float32 model on the GPU keeps float32 GPU state.
+module and dtype, so a float32 model on the GPU keeps float32 GPU state; when the model
+moves to another device after some steps, ``step()`` moves each state array to its
+parameter's device first. On the GPU, the SGD-with-momentum and Adam/AdamW updates run as
+one fused CUDA kernel per parameter (:mod:`tinycnn.kernels.cuda`), the same arithmetic as
+the NumPy code.
 ``state_dict()`` holds only numbers and arrays (NumPy copies), keyed ``"state.<i>.<name>"``
 for parameter ``i``, so it saves to ``.npz`` without pickle.
 """
@@ -75,6 +79,21 @@ def clip_grad_norm(
     return norm
 
 
+def _follow_device(p: Parameter, state: dict[str, Any]) -> None:
+    """Move ``state``'s arrays to ``p``'s device (the model moved after earlier steps)."""
+    on_gpu = backend.is_gpu_array(p.data)
+    for key, value in state.items():
+        if hasattr(value, "shape") and backend.is_gpu_array(value) != on_gpu:
+            state[key] = backend.to_device(value, backend.device_of(p.data))
+
+
+def _fused(p: Parameter, g: Any) -> Any:
+    """The CUDA kernel module when ``p`` is a CuPy array and ``g`` matches it, else ``None``."""
+    if backend.is_gpu_array(p.data) and g.dtype == p.data.dtype and g.shape == p.data.shape:
+        return backend.kernels(p.data)
+    return None
+
+
 class Optimizer:
     """Base of the optimizers: parameter bookkeeping, ``step``, ``zero_grad``, state.
 
@@ -123,6 +142,8 @@ class Optimizer:
         for p, state in zip(self.params, self.state, strict=True):
             if not p.requires_grad or p.grad is None:
                 continue
+            if state:
+                _follow_device(p, state)
             g = p.grad
             if self._l2_in_gradient() and self.weight_decay:
                 g = g + self.weight_decay * p.data
@@ -244,6 +265,10 @@ class SGD(Optimizer):
         if buf is None:
             buf = g.copy()
             state["momentum_buffer"] = buf
+        elif (k := _fused(p, g)) is not None:
+            k.sgd_momentum_update(p.data, g, buf, self.lr, self.momentum, self.dampening,
+                                  self.nesterov)
+            return
         else:
             buf *= self.momentum
             buf += (1.0 - self.dampening) * g
@@ -391,6 +416,9 @@ class Adam(Optimizer):
         t = state["step"]
         b1, b2 = self.betas
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        if (k := _fused(p, g)) is not None:
+            k.adam_update(p.data, g, m, v, self.lr, b1, b2, self.eps, t)
+            return
         m *= b1
         m += (1.0 - b1) * g
         v *= b2

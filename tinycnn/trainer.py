@@ -235,6 +235,11 @@ class Trainer:
         else:
             print(msg, flush=True)
 
+    def _on_device(self, loader: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """The loader's batches on the trainer's device (no copy for batches already there)."""
+        for x, y in loader:
+            yield backend.to_device(x, self.device), backend.to_device(y, self.device)
+
     def train_step(self, x: Any, y: Any) -> tuple[float, int, int]:
         """One optimizer step on a batch; returns ``(mean loss, correct, batch size)``."""
         x = backend.to_device(x, self.device)
@@ -372,7 +377,7 @@ class Trainer:
         }
         t0 = time.perf_counter()
         if val_loader is not None:
-            res = evaluate(self.model, val_loader, self.loss)
+            res = evaluate(self.model, self._on_device(val_loader), self.loss)
             row["val_loss"], row["val_accuracy"] = res["loss"], res["accuracy"]
         row["time"] = train_time + time.perf_counter() - t0
         self.history.append(**row)
