@@ -36,12 +36,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tinycnn.files import atomic_write
 
 NETS = ("simple_convnet", "deep_convnet", "resnet20")
 BATCHES = (128, 512)
@@ -444,16 +445,8 @@ def train_markdown(result: dict[str, Any]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(text.encode())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

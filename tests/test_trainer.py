@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -233,3 +234,46 @@ def test_progress_bar_runs(capsys) -> None:
     trainer.fit(*_loaders(), epochs=1)
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "/6" in err  # tqdm writes to stderr, 6 batches
+
+
+def test_auxiliary_heads_add_weighted_losses() -> None:
+    """A model returning (logits, aux) in training gets loss + 0.3 * aux loss, and both grads."""
+    from typing import NamedTuple
+
+    from tinycnn.module import Module
+
+    class Out(NamedTuple):
+        logits: Any
+        aux: Any
+
+    class TwoHeads(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.main = Affine(4, 3, rng=np.random.default_rng(0))
+            self.head = Affine(4, 3, rng=np.random.default_rng(1))
+
+        def forward(self, x: Any) -> Any:
+            return Out(self.main(x), self.head(x)) if self.training else self.main(x)
+
+        def backward(self, g: Any) -> Any:
+            return self.main.backward(g.logits) + self.head.backward(g.aux)
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    model = TwoHeads()
+    trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1),
+                      progress=False, verbose=False, aux_weight=0.3)
+    main_loss, aux_loss = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
+    expected = float(main_loss(model.main(x), y)) + 0.3 * float(aux_loss(model.head(x), y))
+    model.main.backward(main_loss.backward())
+    model.head.backward(aux_loss.backward(0.3))
+    want = {n: p.data - 0.1 * p.grad for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    value, _, n = trainer.train_step(x, y)
+
+    assert n == 8
+    assert value == pytest.approx(expected, rel=1e-5)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(p.data, want[name], rtol=1e-5, atol=1e-6)

@@ -22,6 +22,7 @@ checkpoint (including the position inside the epoch) and returns the history wit
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -181,6 +182,8 @@ class Trainer:
     ``device``: ``"cpu"`` or ``"gpu"``; the model is moved there and batches follow.
     ``progress``: a tqdm bar per epoch (``None``: only on a terminal or in a notebook, not
     when output goes to a file); ``verbose``: print one line per epoch.
+    ``aux_weight``: weight of auxiliary heads' losses for models whose training output is
+    a tuple ``(logits, *aux_logits)``, such as GoogLeNet.
     """
 
     def __init__(
@@ -198,6 +201,7 @@ class Trainer:
         restore_best: bool = False,
         progress: bool | None = None,
         verbose: bool = True,
+        aux_weight: float = 0.3,
     ) -> None:
         if monitor is not None and monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
@@ -217,6 +221,8 @@ class Trainer:
         self.restore_best = restore_best
         self.progress = progress
         self.verbose = verbose
+        self.aux_weight = float(aux_weight)
+        self._aux_losses: list[Any] = []
         self.history = History()
         self.epoch = 0  # completed epochs
         self._best: float | None = None
@@ -240,14 +246,34 @@ class Trainer:
         for x, y in loader:
             yield backend.to_device(x, self.device), backend.to_device(y, self.device)
 
+    def _loss_and_grad(self, out: Any, y: Any) -> tuple[Any, float, Any]:
+        """``(main logits, loss value, dL/d(out))`` for a model's training output.
+
+        A tuple output is ``(logits, *auxiliary heads)`` (GoogLeNet in training mode): each
+        head's loss is added with weight ``aux_weight`` (0.3, as in Szegedy et al. 2015) and
+        the gradient goes back as a tuple of the same type.
+        """
+        if not isinstance(out, tuple):
+            value = float(self.loss(out, y))
+            return out, value, self.loss.backward()
+        logits, *heads = out
+        value = float(self.loss(logits, y))
+        grads = [self.loss.backward()]
+        while len(self._aux_losses) < len(heads):  # one loss object per head: each caches
+            self._aux_losses.append(copy.deepcopy(self.loss))
+        for head, head_loss in zip(heads, self._aux_losses, strict=False):
+            value += self.aux_weight * float(head_loss(head, y))
+            grads.append(head_loss.backward(self.aux_weight))
+        return logits, value, type(out)(*grads) if hasattr(out, "_fields") else tuple(grads)
+
     def train_step(self, x: Any, y: Any) -> tuple[float, int, int]:
         """One optimizer step on a batch; returns ``(mean loss, correct, batch size)``."""
         x = backend.to_device(x, self.device)
         y = backend.to_device(y, self.device)
-        logits = self.model(x)
-        value = float(self.loss(logits, y))
+        out = self.model(x)
+        logits, value, grad = self._loss_and_grad(out, y)
         self.optimizer.zero_grad()
-        self.model.backward(self.loss.backward())
+        self.model.backward(grad)
         self.optimizer.step()
         if self.scheduler is not None and hasattr(self.scheduler, "step_batch"):
             self.scheduler.step_batch()
