@@ -101,3 +101,35 @@ def test_python_dash_m_runs() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "61,706" in proc.stdout
+
+
+def test_train_download_fetches_missing_mnist(tmp_path: Path, monkeypatch, capsys) -> None:
+    """--download fetches the files (here from file:// URLs of small IDX files) into --data-dir."""
+    import gzip
+    import hashlib
+
+    from tinycnn.data import MNIST
+
+    rng = np.random.default_rng(0)
+    server = tmp_path / "server"
+    server.mkdir()
+    md5s = {}
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        for name, arr, magic in ((f"{prefix}-images-idx3-ubyte.gz", images, 2051),
+                                 (f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)):
+            header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+            data = gzip.compress(header + arr.tobytes())
+            (server / name).write_bytes(data)
+            md5s[name] = hashlib.md5(data).hexdigest()
+    monkeypatch.setattr(MNIST, "urls", (server.as_uri() + "/",))
+    monkeypatch.setattr(MNIST, "md5s", md5s)
+    data_dir = tmp_path / "data"
+
+    code = main(["train", "--download", "--data-dir", str(data_dir), "--epochs", "1",
+                 "--val-size", "0", "--no-progress", "--out", str(tmp_path / "run")])
+
+    assert code == 0
+    assert "full MNIST" in capsys.readouterr().out
+    assert sorted(p.name for p in (data_dir / "mnist").iterdir()) == sorted(md5s)

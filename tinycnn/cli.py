@@ -107,6 +107,9 @@ def _add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "mn
     p.add_argument("--data-dir", default=None,
                    help="folder holding the datasets (default: $TINYCNN_DATA, else "
                         "~/.cache/tinycnn)")
+    p.add_argument("--download", action="store_true",
+                   help="download missing dataset files into the data folder (canonical "
+                        "address, then mirrors; checksums verified)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="mini-batch size (default: 100 for MNIST-like, 128 for CIFAR-10)")
     p.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
@@ -191,7 +194,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 # data ----------------------------------------------------------------------------------
 def load_dataset(name: str, train: bool, data_dir: str | None,
-                 say: Callable[[str], Any]) -> tuple[np.ndarray, np.ndarray, str]:
+                 say: Callable[[str], Any],
+                 download: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """``(images uint8 NCHW, labels, description)`` of a split; says when it is partial."""
     from tinycnn.data import CIFAR10, MNIST, DatasetWarning, FashionMNIST
 
@@ -199,17 +203,17 @@ def load_dataset(name: str, train: bool, data_dir: str | None,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
         if name == "mnist":
-            ds = MNIST(data_dir, train=train, fallback="embedded")
+            ds = MNIST(data_dir, train=train, download=download, fallback="embedded")
             if ds.is_subset:
                 desc = (f"embedded MNIST subset ({len(ds)} {split} images): full MNIST was not "
-                        "found (set TINYCNN_DATA or --data-dir)")
+                        "found (set TINYCNN_DATA or --data-dir, or add --download)")
             else:
                 desc = f"full MNIST from {ds.source} ({len(ds)} {split} images)"
         elif name == "fashion-mnist":
-            ds = FashionMNIST(data_dir, train=train)
+            ds = FashionMNIST(data_dir, train=train, download=download)
             desc = f"Fashion-MNIST ({len(ds)} {split} images)"
         else:
-            ds = CIFAR10(data_dir, train=train)
+            ds = CIFAR10(data_dir, train=train, download=download)
             desc = f"CIFAR-10 ({len(ds)} {split} images)"
             if getattr(ds, "is_partial", False):
                 desc += ": the partial test set, not the full 10,000"
@@ -302,10 +306,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"tinycnn train: {args.model} on {args.dataset}, output in {out}")
 
-    x, y, desc = load_dataset(args.dataset, True, args.data_dir, print)
+    x, y, desc = load_dataset(args.dataset, True, args.data_dir, print, args.download)
     if args.limit_train:
         x, y = x[: args.limit_train], y[: args.limit_train]
-    xt, yt, test_desc = load_dataset(args.dataset, False, args.data_dir, print)
+    xt, yt, test_desc = load_dataset(args.dataset, False, args.data_dir, print, args.download)
     if args.limit_test:
         xt, yt = xt[: args.limit_test], yt[: args.limit_test]
     val_size = len(y) // 12 if args.val_size is None else args.val_size
@@ -369,7 +373,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model.load(path)
     if args.device == "gpu":
         model.to("gpu")
-    xt, yt, _ = load_dataset(dataset, False, args.data_dir, print)
+    xt, yt, _ = load_dataset(dataset, False, args.data_dir, print, args.download)
     if args.limit_test:
         xt, yt = xt[: args.limit_test], yt[: args.limit_test]
     pred, target = predict(model, _loader(xt, yt, args, args.batch_size or 500))
