@@ -282,3 +282,122 @@ def test_fast_module_has_every_reference_kernel() -> None:
     kernels = [n for n in public if n not in ("Any", "get_array_module")]
     missing = [name for name in kernels if not hasattr(fast, name)]
     assert not missing, f"numba_cpu lacks {missing}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=conv_geometry)
+def test_per_image_columns_match_reference(dtype: type, g: dict) -> None:
+    oh, ow = conv_out(g)
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(g["seed"])
+    x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    args = (g["kh"], g["kw"], g["stride"], g["padding"], g["dilation"])
+    cols = fast.im2col_images(x, *args)
+    check(cols, ref.im2col_images(x, *args), dtype)
+    # the same numbers as im2col's (N*OH*OW, C*kh*kw) matrix, per image and transposed
+    rows = ref.im2col(x, *args).reshape(g["n"], oh * ow, -1).transpose(0, 2, 1)
+    check(cols, rows, dtype)
+    dcols = rand(rng, cols.shape, dtype)
+    check(fast.col2im_images(dcols, x.shape, *args), ref.col2im_images(dcols, x.shape, *args),
+          dtype)
+    out = np.full(x.shape, np.nan, dtype=dtype)  # a reused buffer is fully overwritten
+    fast.col2im_images(dcols, x.shape, *args, out=out)
+    check(out, ref.col2im_images(dcols, x.shape, *args), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=conv_geometry)
+def test_depthwise_kernels_match_reference(dtype: type, g: dict) -> None:
+    oh, ow = conv_out(g)
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(g["seed"])
+    x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    weight = rand(rng, (g["c"], 1, g["kh"], g["kw"]), dtype)
+    geo = (g["stride"], g["padding"], g["dilation"])
+    y = fast.depthwise_conv2d_forward(x, weight, *geo)
+    check(y, ref.depthwise_conv2d_forward(x, weight, *geo), dtype)
+    grad = rand(rng, y.shape, dtype)
+    got = fast.depthwise_conv2d_backward(grad, x, weight, *geo)
+    want = ref.depthwise_conv2d_backward(grad, x, weight, *geo)
+    for a, b in zip(got, want, strict=True):
+        check(a, b, dtype)
+    dx, dw = fast.depthwise_conv2d_backward(grad, x, weight, *geo, input_grad=False)
+    assert dx is None
+    check(dw, want[1], dtype)
+
+
+def test_reference_depthwise_is_a_grouped_im2col_convolution() -> None:
+    """The tap-loop oracle against the im2col oracle: one GEMM per channel."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 7, 6))
+    weight = rng.standard_normal((3, 1, 3, 2))
+    geo = ((2, 1), (1, 1), (1, 2))
+    y = ref.depthwise_conv2d_forward(x, weight, *geo)
+    for c in range(3):
+        cols = ref.im2col(x[:, c : c + 1], 3, 2, *geo)
+        want = (cols @ weight[c].reshape(-1)).reshape(2, *y.shape[2:])
+        np.testing.assert_allclose(y[:, c], want, rtol=1e-12, atol=1e-12)
+
+
+CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W)
+    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # O <= C, stride 1: backward from the gradient's columns
+    (3, 5, 3, 1, 1, 1, 1, 8, 9),  # O > C: im2col of x and col2im
+    (3, 2, (3, 2), 1, (2, 1), (1, 2), 1, 10, 7),
+    (4, 6, 3, 2, 1, 1, 1, 9, 9),  # stride 2
+    (4, 4, 1, 1, 0, 1, 1, 5, 6),  # pointwise: no column matrix at all
+    (5, 5, 3, 1, 1, 1, 5, 7, 7),  # depthwise
+    (4, 4, (2, 3), (2, 1), (1, 0), (2, 1), 4, 9, 8),
+]
+
+
+@pytest.mark.parametrize("case", CONV_PATH_CASES)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_conv_paths_agree_with_the_im2col_path(
+    case: tuple, input_grad: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Conv2D's per-image, gradient-column and depthwise paths give the im2col path's results."""
+    from tinycnn.layers.conv import Conv2D
+
+    c, o, k, s, p, d, groups, h, w = case
+    rng = np.random.default_rng(0)
+    conv = Conv2D(c, o, k, stride=s, padding=p, dilation=d, groups=groups, dtype=np.float64,
+                  rng=rng)
+    conv.bias.data[:] = rng.standard_normal(o)
+    conv.compute_input_grad = input_grad
+    x = rng.standard_normal((5, c, h, w))
+    # tiny chunks (and a short last one), every image size takes the per-image path
+    monkeypatch.setattr(Conv2D, "chunk_bytes", 2 * c * w * h * 8)
+    monkeypatch.setattr(Conv2D, "min_image_positions", 1)
+    results = {}
+    for path in ("fast", "rows"):
+        if path == "rows":
+            monkeypatch.setattr(conv, "_path", lambda _shape, _gpu: "rows")
+        conv.zero_grad()
+        y = conv(x)
+        grad = np.random.default_rng(1).standard_normal(y.shape)
+        dx = conv.backward(grad)
+        results[path] = (y, dx, conv.weight.grad, conv.bias.grad)
+    fast_path = Conv2D._path(conv, x.shape, False)
+    assert fast_path == ("depthwise" if groups > 1 else "images")
+    for a, b in zip(results["fast"], results["rows"], strict=True):
+        if b is None:
+            assert a is None
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", [CONV_PATH_CASES[0], CONV_PATH_CASES[5]])
+def test_conv_fast_paths_pass_gradcheck(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinycnn.gradcheck import gradcheck
+    from tinycnn.layers.conv import Conv2D
+
+    c, o, k, s, p, d, groups, h, w = case
+    monkeypatch.setattr(Conv2D, "min_image_positions", 1)
+    monkeypatch.setattr(Conv2D, "chunk_bytes", 2 * c * w * h * 8)
+    conv = Conv2D(c, o, k, stride=s, padding=p, dilation=d, groups=groups, dtype=np.float64,
+                  rng=np.random.default_rng(2))
+    x = np.random.default_rng(3).standard_normal((3, c, h, w))
+    assert conv._path(x.shape, False) != "rows"
+    gradcheck(conv, x, max_entries=200)

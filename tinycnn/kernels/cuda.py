@@ -32,7 +32,16 @@ from typing import Any
 import cupy as cp
 
 from tinycnn.kernels import reference
-from tinycnn.kernels.reference import out_size
+
+# col2im_images, im2col_images and the depthwise kernels have no CUDA version yet: the
+# reference ones run on CuPy arrays through ``xp``.
+from tinycnn.kernels.reference import (  # noqa: F401
+    col2im_images,
+    depthwise_conv2d_backward,
+    depthwise_conv2d_forward,
+    im2col_images,
+    out_size,
+)
 
 Pair = tuple[int, int]
 
@@ -45,7 +54,11 @@ __all__ = [
     "batchnorm_stats",
     "bias_relu",
     "col2im",
+    "col2im_images",
+    "depthwise_conv2d_backward",
+    "depthwise_conv2d_forward",
     "im2col",
+    "im2col_images",
     "maxpool2d_backward",
     "maxpool2d_forward",
     "out_size",

@@ -37,7 +37,11 @@ __all__ = [
     "batchnorm_stats",
     "bias_relu",
     "col2im",
+    "col2im_images",
+    "depthwise_conv2d_backward",
+    "depthwise_conv2d_forward",
     "im2col",
+    "im2col_images",
     "maxpool2d_backward",
     "maxpool2d_forward",
     "out_size",
@@ -139,6 +143,209 @@ def col2im(
     dx = np.empty((n, c, h, w), dtype=cols.dtype)
     _col2im_kernel(_c(cols), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
     return dx
+
+
+# ------------------------------------------------------- per-image column matrices (NCHW GEMM)
+
+
+@njit(parallel=True, cache=True)
+def _im2col_img_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):  # pragma: no cover
+    n, c, h, w = x.shape
+    for r in prange(n * c):  # one input plane (n, c) per task: its kh*kw rows of cols
+        ni = r // c
+        ci = r % c
+        for i in range(kh):
+            for j in range(kw):
+                row = (ci * kh + i) * kw + j
+                off = j * dw - pw
+                lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
+                hi = min(hi, ow)
+                lo = min(lo, hi)
+                for oy in range(oh):
+                    iy = oy * sh - ph + i * dh
+                    base = oy * ow
+                    if iy < 0 or iy >= h:
+                        for ox in range(ow):
+                            cols[ni, row, base + ox] = 0
+                    else:
+                        for ox in range(lo):
+                            cols[ni, row, base + ox] = 0
+                        # no bounds checks in the hot loop: contiguous for stride 1
+                        for ox in range(lo, hi):
+                            cols[ni, row, base + ox] = x[ni, ci, iy, ox * sw + off]
+                        for ox in range(hi, ow):
+                            cols[ni, row, base + ox] = 0
+
+
+def im2col_images(
+    x: Any, kh: int, kw: int, stride: Pair, padding: Pair, dilation: Pair = (1, 1),
+    out: Any = None,
+) -> np.ndarray:
+    """Unfold ``x (N, C, H, W)`` image by image into ``(N, C*kh*kw, OH*OW)`` (``out`` reused)."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    if out is None:
+        out = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    _im2col_img_kernel(_c(x), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _col2im_img_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):  # pragma: no cover
+    n, c, h, w = dx.shape
+    for r in prange(n * c):  # one output plane (n, c) per task: all adds into it in order
+        ni = r // c
+        ci = r % c
+        for y in range(h):
+            for x in range(w):
+                dx[ni, ci, y, x] = 0
+        for i in range(kh):
+            for j in range(kw):
+                row = (ci * kh + i) * kw + j
+                off = j * dw - pw
+                lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
+                hi = min(hi, ow)
+                lo = min(lo, hi)
+                for oy in range(oh):
+                    iy = oy * sh - ph + i * dh
+                    if 0 <= iy < h:
+                        base = oy * ow
+                        for ox in range(lo, hi):
+                            dx[ni, ci, iy, ox * sw + off] += cols[ni, row, base + ox]
+
+
+def col2im_images(
+    cols: Any,
+    x_shape: tuple[int, int, int, int],
+    kh: int,
+    kw: int,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair = (1, 1),
+    out: Any = None,
+) -> np.ndarray:
+    """The adjoint of :func:`im2col_images`, one task per ``(n, c)`` plane (no races)."""
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    if out is None:
+        out = np.empty((n, c, h, w), dtype=cols.dtype)
+    _col2im_img_kernel(_c(cols), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, out)
+    return out
+
+
+# ------------------------------------------------------------------- depthwise convolution
+
+
+@njit(parallel=True, cache=True)
+def _dw_fwd_kernel(x, wt, sh, sw, ph, pw, dh, dw, y):  # pragma: no cover
+    n, c, h, w = x.shape
+    kh, kw = wt.shape[1], wt.shape[2]
+    oh, ow = y.shape[2], y.shape[3]
+    for r in prange(n * c):  # one output plane per task
+        ni = r // c
+        ci = r % c
+        for oy in range(oh):
+            for ox in range(ow):
+                y[ni, ci, oy, ox] = 0
+        for i in range(kh):
+            for j in range(kw):
+                wv = wt[ci, i, j]
+                off = j * dw - pw
+                lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
+                hi = min(hi, ow)
+                lo = min(lo, hi)
+                for oy in range(oh):
+                    iy = oy * sh - ph + i * dh
+                    if 0 <= iy < h:
+                        for ox in range(lo, hi):
+                            y[ni, ci, oy, ox] += wv * x[ni, ci, iy, ox * sw + off]
+
+
+@njit(parallel=True, cache=True)
+def _dw_dx_kernel(g, wt, sh, sw, ph, pw, dh, dw, dx):  # pragma: no cover
+    n, c, h, w = dx.shape
+    kh, kw = wt.shape[1], wt.shape[2]
+    oh, ow = g.shape[2], g.shape[3]
+    for r in prange(n * c):  # one input-gradient plane per task: its adds stay in one thread
+        ni = r // c
+        ci = r % c
+        for y in range(h):
+            for x in range(w):
+                dx[ni, ci, y, x] = 0
+        for i in range(kh):
+            for j in range(kw):
+                wv = wt[ci, i, j]
+                off = j * dw - pw
+                lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
+                hi = min(hi, ow)
+                lo = min(lo, hi)
+                for oy in range(oh):
+                    iy = oy * sh - ph + i * dh
+                    if 0 <= iy < h:
+                        for ox in range(lo, hi):
+                            dx[ni, ci, iy, ox * sw + off] += wv * g[ni, ci, oy, ox]
+
+
+@njit(parallel=True, cache=True)
+def _dw_dw_kernel(g, x, sh, sw, ph, pw, dh, dw, dwt):  # pragma: no cover
+    n, c, h, w = x.shape
+    kh, kw = dwt.shape[1], dwt.shape[2]
+    oh, ow = g.shape[2], g.shape[3]
+    for ci in prange(c):  # one channel's kh*kw sums per task, float64 accumulators
+        for i in range(kh):
+            for j in range(kw):
+                off = j * dw - pw
+                lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
+                hi = min(hi, ow)
+                lo = min(lo, hi)
+                acc = 0.0
+                for ni in range(n):
+                    for oy in range(oh):
+                        iy = oy * sh - ph + i * dh
+                        if 0 <= iy < h:
+                            for ox in range(lo, hi):
+                                acc += g[ni, ci, oy, ox] * x[ni, ci, iy, ox * sw + off]
+                dwt[ci, i, j] = acc
+
+
+def depthwise_conv2d_forward(
+    x: Any, weight: Any, stride: Pair, padding: Pair, dilation: Pair = (1, 1)
+) -> np.ndarray:
+    """Depthwise convolution, ``weight (C, 1, kh, kw)``: a loop over taps per output plane."""
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    wt = _c(weight.reshape(c, kh, kw)).astype(x.dtype, copy=False)
+    _dw_fwd_kernel(_c(x), wt, sh, sw, ph, pw, dh, dw, y)
+    return y
+
+
+def depthwise_conv2d_backward(
+    grad_out: Any, x: Any, weight: Any, stride: Pair, padding: Pair, dilation: Pair = (1, 1),
+    input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(dx or None, dweight)`` of the depthwise convolution; parallel over disjoint outputs."""
+    c = x.shape[1]
+    kh, kw = weight.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    g = _c(grad_out)
+    dwt = np.empty((c, kh, kw), dtype=g.dtype)
+    _dw_dw_kernel(g, _c(x), sh, sw, ph, pw, dh, dw, dwt)
+    if not input_grad:
+        return None, dwt.reshape(c, 1, kh, kw)
+    dx = np.empty(tuple(x.shape), dtype=g.dtype)
+    wt = _c(weight.reshape(c, kh, kw)).astype(g.dtype, copy=False)
+    _dw_dx_kernel(g, wt, sh, sw, ph, pw, dh, dw, dx)
+    return dx, dwt.reshape(c, 1, kh, kw)
 
 
 # --------------------------------------------------------------------------------- pooling
@@ -534,6 +741,12 @@ def warmup() -> float:
         x = np.arange(2 * 3 * 6 * 6, dtype=dtype).reshape(2, 3, 6, 6)
         cols = im2col(x, 3, 3, (1, 1), (1, 1))
         col2im(cols, x.shape, 3, 3, (1, 1), (1, 1))
+        cols = im2col_images(x, 3, 3, (1, 1), (1, 1))
+        col2im_images(cols, x.shape, 3, 3, (1, 1), (1, 1))
+        wt = x[0, :, :3, :3].reshape(3, 1, 3, 3)
+        y = depthwise_conv2d_forward(x, wt, (1, 1), (1, 1))
+        depthwise_conv2d_backward(y, x, wt, (1, 1), (1, 1))
+        cols = im2col(x, 3, 3, (1, 1), (1, 1))
         out, arg = maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))  # the 2x2 kernels
         maxpool2d_backward(out, arg, x.shape, 2, 2, (2, 2), (0, 0))
         out, arg = maxpool2d_forward(x, 3, 3, (2, 2), (1, 1))  # the general ones

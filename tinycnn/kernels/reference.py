@@ -217,3 +217,121 @@ def batchnorm_forward(
     y = xhat * weight.astype(dt, copy=False).reshape(shape)
     y += bias.astype(dt, copy=False).reshape(shape)
     return y, xhat
+
+
+def im2col_images(
+    x: Any, kh: int, kw: int, stride: Pair, padding: Pair, dilation: Pair = (1, 1),
+    out: Any = None,
+) -> Any:
+    """Unfold ``x (N, C, H, W)`` image by image into ``(N, C*kh*kw, OH*OW)``.
+
+    The transpose of :func:`im2col`'s layout, per image: row ``(c, i, j)`` of image ``n``
+    holds what tap ``(i, j)`` of channel ``c`` sees at every output position, so
+    ``W.reshape(O, -1) @ cols[n]`` is image ``n``'s output already in ``(O, OH*OW)``
+    (NCHW) order. ``out``, if given, is filled and returned (a buffer reused across calls).
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    if out is None:
+        out = xp.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    col = out.reshape(n, c, kh, kw, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * dh, j * dw
+            col[:, :, i, j] = img[:, :, top : top + sh * (oh - 1) + 1 : sh,
+                                  left : left + sw * (ow - 1) + 1 : sw]
+    return out
+
+
+def col2im_images(
+    cols: Any,
+    x_shape: tuple[int, int, int, int],
+    kh: int,
+    kw: int,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair = (1, 1),
+    out: Any = None,
+) -> Any:
+    """The adjoint of :func:`im2col_images`: fold ``(N, C*kh*kw, OH*OW)`` to ``(N, C, H, W)``.
+
+    Each pixel receives the sum of every tap that saw it. ``out`` (C-contiguous), if
+    given, is overwritten and returned.
+    """
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    col = cols.reshape(n, c, kh, kw, oh, ow)
+    img = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * dh, j * dw
+            img[:, :, top : top + sh * (oh - 1) + 1 : sh,
+                left : left + sw * (ow - 1) + 1 : sw] += col[:, :, i, j]
+    if out is None:
+        return img[:, :, ph : ph + h, pw : pw + w].copy()
+    out[...] = img[:, :, ph : ph + h, pw : pw + w]
+    return out
+
+
+def _tap(img: Any, i: int, j: int, oh: int, ow: int, stride: Pair, dilation: Pair) -> Any:
+    """The strided view of a padded image that kernel tap ``(i, j)`` sees: ``(N, C, OH, OW)``."""
+    (sh, sw), (dh, dw) = stride, dilation
+    top, left = i * dh, j * dw
+    return img[:, :, top : top + sh * (oh - 1) + 1 : sh, left : left + sw * (ow - 1) + 1 : sw]
+
+
+def depthwise_conv2d_forward(
+    x: Any, weight: Any, stride: Pair, padding: Pair, dilation: Pair = (1, 1)
+) -> Any:
+    """Depthwise convolution: channel ``c`` of ``x (N, C, H, W)`` with its own filter.
+
+    ``weight`` is ``(C, 1, kh, kw)``; ``y[n, c] = sum_ij weight[c, 0, i, j] * x_pad[n, c,
+    tap (i, j)]``: a loop over the kh*kw taps, each a scaled strided view (no im2col).
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    wt = weight.astype(x.dtype, copy=False).reshape(1, c, kh, kw)
+    y = xp.zeros((n, c, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            y += wt[:, :, i, j, None, None] * _tap(img, i, j, oh, ow, stride, dilation)
+    return y
+
+
+def depthwise_conv2d_backward(
+    grad_out: Any, x: Any, weight: Any, stride: Pair, padding: Pair, dilation: Pair = (1, 1),
+    input_grad: bool = True,
+) -> tuple[Any, Any]:
+    """Gradients of :func:`depthwise_conv2d_forward`: ``(dx or None, dweight)``.
+
+    ``dweight[c, 0, i, j] = sum_{n, oy, ox} g[n, c] * x_pad[n, c, tap (i, j)]`` and
+    ``dx_pad[n, c, tap (i, j)] += weight[c, 0, i, j] * g[n, c]`` (cropped to ``H x W``).
+    """
+    xp = get_array_module(grad_out)
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    (ph, pw) = padding
+    oh, ow = grad_out.shape[2:]
+    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dw = xp.empty((c, 1, kh, kw), dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dw[:, 0, i, j] = (grad_out * _tap(img, i, j, oh, ow, stride, dilation)).sum(
+                axis=(0, 2, 3))
+    if not input_grad:
+        return None, dw
+    wt = weight.astype(grad_out.dtype, copy=False).reshape(1, c, kh, kw)
+    dimg = xp.zeros(img.shape, dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            _tap(dimg, i, j, oh, ow, stride, dilation)[...] += wt[:, :, i, j, None, None] * grad_out
+    return dimg[:, :, ph : ph + h, pw : pw + w].copy(), dw

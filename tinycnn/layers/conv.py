@@ -40,6 +40,21 @@ class Conv2D(Module):
     the bottom/right, as in PyTorch). Set ``compute_input_grad = False`` on a network's
     first layer: its backward then skips dL/dx and returns ``None``.
 
+    Three implementations, same results (``_path`` picks one; a test compares them):
+
+    * ``"rows"``, the formulas above: one GEMM over the whole batch (GPU, groups,
+      asymmetric padding, and CPU layers with fewer than ``min_image_positions`` outputs
+      per image, whose per-image GEMMs would be too small).
+    * ``"images"`` (CPU, one group): per image ``n``, ``cols_n (C*kH*kW, OH*OW)`` and
+      ``Y_n = W_col cols_n + b`` is already NCHW (no transpose); ``dW = sum_n G_n cols_n^T``
+      and ``dx_n = col2im(W_col^T G_n)``, with ``G_n (O, OH*OW)``. Images go in chunks whose
+      columns stay about ``chunk_bytes`` (in L2 cache); backward rebuilds them from x.
+      With stride 1 and ``O <= C``, backward uses the columns of G instead: dx is itself
+      a convolution of G with the flipped, transposed kernel (padding ``d*(k-1) - p``),
+      and the same columns give dW (no im2col of x, no col2im).
+    * ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
+      taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
+
     Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
     ``max_cached_cols_bytes``, forward keeps x instead and backward rebuilds ``X_col``
     (one more im2col; ResNet-20 at batch 128 would otherwise hold about 0.9 GB of them).
@@ -47,6 +62,12 @@ class Conv2D(Module):
 
     #: Column matrices larger than this are rebuilt in backward instead of kept.
     max_cached_cols_bytes = 16 * 2**20
+    #: CPU, one group: images per chunk so a chunk's column matrix is about this size.
+    chunk_bytes = 2**19
+    #: False forces the one-big-GEMM path on the CPU too (for comparisons).
+    use_image_chunks = True
+    #: ... and only when an image has at least this many output positions.
+    min_image_positions = 256
 
     def __init__(
         self,
@@ -176,10 +197,53 @@ class Conv2D(Module):
             self._split_groups(a) @ (w_g.transpose(0, 2, 1) if transpose_w else w_g)
         )
 
+    def _path(self, x_shape: tuple[int, ...], on_gpu: bool) -> str:
+        """Which implementation runs (all give the same results; see the class docstring).
+
+        ``"depthwise"``: one filter per channel, a loop over taps (no column matrix);
+        ``"images"``: CPU, one group, at least ``min_image_positions`` outputs per image:
+        per-image column matrices in cache-sized chunks;
+        ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
+        """
+        top, bottom, left, right = self._pads
+        if top != bottom or left != right:
+            return "rows"
+        if self.groups == self.in_channels == self.out_channels and self.groups > 1:
+            return "depthwise"
+        if self.groups == 1 and self.use_image_chunks and not on_gpu:
+            _, _, oh, ow = self.output_shape(x_shape)
+            # measured: with fewer positions per image the per-image GEMMs are too small
+            if oh * ow >= self.min_image_positions:
+                return "images"
+        return "rows"
+
     def forward(self, x: Any) -> Any:
         self._check(x)
-        out_shape = self.output_shape(x.shape)
         self.x_shape = x.shape
+        path = self._path(x.shape, backend.is_gpu_array(x))
+        if path == "depthwise":
+            return self._forward_depthwise(x)
+        if path == "images":
+            return self._forward_images(x)
+        return self._forward_rows(x)
+
+    def backward(self, grad_out: Any) -> Any:
+        self._need_cache(self.x_shape)
+        if self.bias is not None:
+            self.bias.accumulate(
+                grad_out.sum(axis=(0, 2, 3)).astype(self.bias.dtype, copy=False)
+            )
+        path = self._path(self.x_shape, backend.is_gpu_array(grad_out))
+        if path == "depthwise":
+            return self._backward_depthwise(grad_out)
+        if path == "images":
+            return self._backward_images(grad_out)
+        return self._backward_rows(grad_out)
+
+    # --- one big GEMM over the (N*OH*OW, C*kH*kW) column matrix
+
+    def _forward_rows(self, x: Any) -> Any:
+        out_shape = self.output_shape(x.shape)
         cols = self._to_cols(x)  # (M, C*kH*kW) with M = N*OH*OW
         # Keep a small column matrix for backward; for a large one keep x and rebuild it.
         keep = cols.nbytes <= self.max_cached_cols_bytes
@@ -191,8 +255,7 @@ class Conv2D(Module):
         bias = None if self.bias is None else self.bias.data
         return backend.kernels(x).bias_relu(rows, bias, out_shape, relu=False)
 
-    def backward(self, grad_out: Any) -> Any:
-        self._need_cache(self.x_shape)
+    def _backward_rows(self, grad_out: Any) -> Any:
         grad = grad_out.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)  # (M, O)
         if self.weight.requires_grad:
             cols = self.cols if self.cols is not None else self._to_cols(self.x)
@@ -203,13 +266,157 @@ class Conv2D(Module):
             dw = dw.reshape(self.weight.shape).astype(self.weight.dtype, copy=False)
             self.weight.accumulate(dw)
             del cols  # a rebuilt column matrix can go before dcols is made
-        if self.bias is not None:
-            self.bias.accumulate(grad.sum(axis=0).astype(self.bias.dtype, copy=False))
         if not self.compute_input_grad:
             return None
         w = self.weight.data.astype(grad.dtype, copy=False)
         dcols = self._matmul(grad, w, transpose_w=False)  # (M, C*kH*kW)
         return self._from_cols(dcols)
+
+    # --- per image: Y_n = W_col @ cols_n lands in (O, OH*OW), i.e. NCHW, with no transpose
+
+    def _image_cols(self, x: Any, out: Any) -> Any:
+        """``(n, C*kH*kW, OH*OW)`` column matrices of a chunk of images (x itself for 1x1)."""
+        if self._is_pointwise():
+            return x.reshape(x.shape[0], x.shape[1], -1)
+        kh, kw = self.kernel_size
+        top, _, left, _ = self._pads
+        k = backend.kernels(x)
+        out = None if out is None else out[: x.shape[0]]  # the last chunk may be shorter
+        return k.im2col_images(x, kh, kw, self.stride, (top, left), self.dilation, out=out)
+
+    def _chunk(self, out_shape: tuple[int, ...], itemsize: int) -> int:
+        """Images per chunk: the chunk's column matrix stays about ``chunk_bytes`` (in L2)."""
+        if self._is_pointwise():
+            return out_shape[0]  # no column matrix at all: the whole batch at once
+        kh, kw = self.kernel_size
+        per_image = self.in_channels * kh * kw * out_shape[2] * out_shape[3] * itemsize
+        return max(1, min(out_shape[0], self.chunk_bytes // per_image))
+
+    def _forward_images(self, x: Any) -> Any:
+        xp = backend.get_array_module(x)
+        n, o, oh, ow = out_shape = self.output_shape(x.shape)
+        self.x, self.cols = x, None  # backward rebuilds each chunk's columns (cheap, in cache)
+        w = self.weight.data.astype(x.dtype, copy=False).reshape(o, -1)
+        y = xp.empty(out_shape, dtype=x.dtype)
+        y3 = y.reshape(n, o, oh * ow)
+        step, buf = self._chunk(out_shape, x.dtype.itemsize), None
+        for s in range(0, n, step):
+            cols = self._image_cols(x[s : s + step], buf)
+            xp.matmul(w, cols, out=y3[s : s + step])  # (O, CKK) @ (n, CKK, L) -> (n, O, L)
+            if self.bias is not None:
+                y3[s : s + step] += self.bias.data.astype(x.dtype, copy=False)[:, None]
+            buf = cols if buf is None and not self._is_pointwise() else buf
+        return y
+
+    def _backward_images(self, grad_out: Any) -> Any:
+        xp = backend.get_array_module(grad_out)
+        x = self.x
+        n, c, h, wd = x.shape
+        o = self.out_channels
+        g3 = xp.ascontiguousarray(grad_out).reshape(n, o, -1)  # (N, O, L): G_n per image
+        w = self.weight.data.astype(g3.dtype, copy=False).reshape(o, -1)
+        need_w = self.weight.requires_grad
+        dw = xp.zeros(w.shape, dtype=g3.dtype) if need_w else None
+        dx = xp.empty(x.shape, dtype=g3.dtype) if self.compute_input_grad else None
+        if self._gradient_columns():
+            return self._backward_gradient_columns(g3, dx, dw)
+        step, buf = self._chunk(grad_out.shape, g3.dtype.itemsize), None
+        kh, kw = self.kernel_size
+        top, _, left, _ = self._pads
+        for s in range(0, n, step):
+            g = g3[s : s + step]
+            if need_w:  # dW = sum_n G_n cols_n^T
+                cols = self._image_cols(x[s : s + step], buf)
+                dw += (g @ cols.transpose(0, 2, 1)).sum(axis=0)
+                buf = cols if buf is None and not self._is_pointwise() else buf
+            if dx is None:
+                continue
+            if self._is_pointwise():  # dx_n = W^T G_n, already (C, H*W)
+                xp.matmul(w.T, g, out=dx[s : s + step].reshape(-1, c, h * wd))
+                continue
+            dcols = xp.matmul(w.T, g, out=buf[: g.shape[0]] if buf is not None else None)
+            buf = dcols if buf is None else buf
+            backend.kernels(g).col2im_images(
+                dcols, dx[s : s + step].shape, kh, kw, self.stride, (top, left),
+                self.dilation, out=dx[s : s + step],
+            )
+        if need_w:
+            self.weight.accumulate(
+                dw.reshape(self.weight.shape).astype(self.weight.dtype, copy=False)
+            )
+        return dx
+
+    def _gradient_columns(self) -> bool:
+        """Stride 1, input gradient needed, ``O <= C``: backward from the columns of G.
+
+        Then dx is itself a stride-1 convolution of G (flipped, transposed kernel, padding
+        ``d*(k - 1) - p``), and the same columns of G give dW: no im2col of x and no col2im.
+        """
+        (kh, kw), (dh, dw), (top, _, left, _) = self.kernel_size, self.dilation, self._pads
+        return (
+            self.compute_input_grad
+            and not self._is_pointwise()
+            and self.stride == (1, 1)
+            and self.out_channels <= self.in_channels
+            and top <= dh * (kh - 1)
+            and left <= dw * (kw - 1)
+        )
+
+    def _backward_gradient_columns(self, g3: Any, dx: Any, dw: Any) -> Any:
+        """dx and dW of a stride-1 convolution from per-image columns of the gradient.
+
+        With ``Gc_n = im2col_images(G_n)`` (kernel size and dilation of the layer, padding
+        ``p' = d*(k - 1) - p``) and rows ``(o, i', j')``, ``i' = kH-1-i``:
+        ``dx_n = Wf @ Gc_n`` with ``Wf[c, (o, i', j')] = W[o, c, i, j]``, and
+        ``dW[o, c, i, j] = sum_n (Gc_n @ x_n^T)[(o, i', j'), c]``.
+        """
+        xp = backend.get_array_module(g3)
+        k = backend.kernels(g3)
+        x = self.x
+        n, c, h, wd = x.shape
+        o = self.out_channels
+        (kh, kw), (dh, dil_w), (top, _, left, _) = self.kernel_size, self.dilation, self._pads
+        pad = (dh * (kh - 1) - top, dil_w * (kw - 1) - left)
+        oh, ow = self.output_shape(x.shape)[2:]
+        w = self.weight.data.astype(g3.dtype, copy=False)
+        wf = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+        x3 = x.reshape(n, c, h * wd)
+        dx3 = dx.reshape(n, c, h * wd)
+        per_image = o * kh * kw * h * wd * g3.dtype.itemsize
+        step, buf = max(1, min(n, self.chunk_bytes // per_image)), None
+        for s in range(0, n, step):
+            g = g3[s : s + step].reshape(-1, o, oh, ow)
+            gc = k.im2col_images(g, kh, kw, (1, 1), pad, self.dilation,
+                                 out=None if buf is None else buf[: g.shape[0]])
+            buf = gc if buf is None else buf
+            xp.matmul(wf, gc, out=dx3[s : s + step])  # (C, O*kH*kW) @ (n, O*kH*kW, H*W)
+            if dw is not None:
+                dw.reshape(-1, c)[...] += (gc @ x3[s : s + step].transpose(0, 2, 1)).sum(axis=0)
+        if dw is not None:  # dw holds rows (o, i', j'), columns c: flip the taps back
+            d = dw.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+            self.weight.accumulate(xp.ascontiguousarray(d, dtype=self.weight.dtype))
+        return dx
+
+    # --- depthwise (groups == in == out channels): a loop over the kH*kW taps
+
+    def _forward_depthwise(self, x: Any) -> Any:
+        self.x, self.cols = x, None
+        top, _, left, _ = self._pads
+        y = backend.kernels(x).depthwise_conv2d_forward(
+            x, self.weight.data, self.stride, (top, left), self.dilation
+        )
+        if self.bias is not None:
+            y += self.bias.data.astype(x.dtype, copy=False).reshape(1, -1, 1, 1)
+        return y
+
+    def _backward_depthwise(self, grad_out: Any) -> Any:
+        top, _, left, _ = self._pads
+        dx, dw = backend.kernels(grad_out).depthwise_conv2d_backward(
+            grad_out, self.x, self.weight.data, self.stride, (top, left), self.dilation,
+            input_grad=self.compute_input_grad,
+        )
+        self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        return dx
 
     def _clear_cache(self) -> None:
         self.cols = None
