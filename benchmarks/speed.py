@@ -26,7 +26,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -381,7 +380,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sides = [s for s in args.sides.split(",") if s]
     if "torch" in sides and not torch_available():
         print("PyTorch is not installed: skipping the PyTorch columns "
-              "(pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+              "(pip install torch==2.13.0)")
         sides.remove("torch")
     nets = args.nets.split(",")
     batches = [int(b) for b in args.batches.split(",")]
@@ -548,16 +547,10 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from tinycnn.files import atomic_write  # the parent process stays free of NumPy
+
+    with atomic_write(path) as f:
+        f.write(text.encode())
 
 
 def main(argv: list[str] | None = None) -> None:
