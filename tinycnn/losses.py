@@ -36,6 +36,20 @@ def _scale(grad: Any, dtype: Any) -> Any:
     return float(grad)
 
 
+def _check_elementwise(
+    name: str, x: Any, target: Any, input_text: str = "a floating-point array",
+    target_text: str = "a target of the input's shape",
+) -> None:
+    """Elementwise losses: a float input and a target of exactly its shape."""
+    if not hasattr(x, "shape") or x.dtype.kind != "f":
+        raise LayerInputError(
+            f"{name} expected {input_text}, got {getattr(x, 'dtype', type(x).__name__)}"
+        )
+    if not hasattr(target, "shape") or tuple(target.shape) != tuple(x.shape):
+        got = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
+        raise LayerInputError(f"{name} expected {target_text} {tuple(x.shape)}, got {got}")
+
+
 class Loss:
     """Base of the losses: ``loss(x, target)`` runs ``forward``; ``backward`` differentiates it.
 
@@ -164,15 +178,7 @@ class MSELoss(Loss):
         self.diff = None
 
     def forward(self, x: Any, target: Any) -> Any:
-        if not hasattr(x, "shape") or x.dtype.kind != "f":
-            raise LayerInputError(
-                f"MSELoss expected a floating-point array, got {getattr(x, 'dtype', type(x))}"
-            )
-        if not hasattr(target, "shape") or tuple(target.shape) != tuple(x.shape):
-            got = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
-            raise LayerInputError(
-                f"MSELoss expected a target of the input's shape {tuple(x.shape)}, got {got}"
-            )
+        _check_elementwise("MSELoss", x, target)
         backend.get_array_module(x, target)  # a clear error if devices differ
         self.diff = x - target.astype(x.dtype)
         loss = (self.diff * self.diff).sum() / max(self.diff.size, 1)
@@ -204,16 +210,8 @@ class BCEWithLogits(Loss):
         self.dx = None
 
     def forward(self, x: Any, target: Any) -> Any:
-        if not hasattr(x, "shape") or x.dtype.kind != "f":
-            raise LayerInputError(
-                "BCEWithLogits expected floating-point logits, "
-                f"got {getattr(x, 'dtype', type(x).__name__)}"
-            )
-        if not hasattr(target, "shape") or tuple(target.shape) != tuple(x.shape):
-            got = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
-            raise LayerInputError(
-                f"BCEWithLogits expected targets of the logits' shape {tuple(x.shape)}, got {got}"
-            )
+        _check_elementwise("BCEWithLogits", x, target, "floating-point logits",
+                           "targets of the logits' shape")
         xp = backend.get_array_module(x, target)
         t = target.astype(x.dtype)
         softplus_neg = xp.maximum(-x, 0) + xp.log1p(xp.exp(-xp.abs(x)))  # -log s(x)
@@ -250,15 +248,7 @@ class L1Loss(Loss):
         self.sign = None
 
     def forward(self, x: Any, target: Any) -> Any:
-        if not hasattr(x, "shape") or x.dtype.kind != "f":
-            raise LayerInputError(
-                f"L1Loss expected a floating-point array, got {getattr(x, 'dtype', type(x))}"
-            )
-        if not hasattr(target, "shape") or tuple(target.shape) != tuple(x.shape):
-            got = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
-            raise LayerInputError(
-                f"L1Loss expected a target of the input's shape {tuple(x.shape)}, got {got}"
-            )
+        _check_elementwise("L1Loss", x, target)
         xp = backend.get_array_module(x, target)
         diff = x - target.astype(x.dtype)
         n = diff.size if self.reduction == "mean" else 1
