@@ -326,3 +326,4 @@ def test_backward_before_forward():
     layer.astype(np.float64)  # drops the cache
     with pytest.raises(BackwardBeforeForwardError):
         layer.backward(np.zeros((1, 1, 1, 1)))
+

@@ -342,8 +342,10 @@ def test_reference_depthwise_is_a_grouped_im2col_convolution() -> None:
 
 
 CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W)
-    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # O <= C, stride 1: backward from the gradient's columns
-    (3, 5, 3, 1, 1, 1, 1, 8, 9),  # O > C: im2col of x and col2im
+    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1 ("wide"): backward from the gradient's columns
+    (3, 5, 3, 1, 1, 1, 1, 8, 9),
+    (4, 6, 3, 1, 2, 1, 1, 9, 8),  # padding > k - 1: the gradient is cropped, not padded
+    (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5
     (3, 2, (3, 2), 1, (2, 1), (1, 2), 1, 10, 7),
     (4, 6, 3, 2, 1, 1, 1, 9, 9),  # stride 2
     (4, 4, 1, 1, 0, 1, 1, 5, 6),  # pointwise: no column matrix at all
@@ -357,7 +359,7 @@ CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W
 def test_conv_paths_agree_with_the_im2col_path(
     case: tuple, input_grad: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Conv2D's per-image, gradient-column and depthwise paths give the im2col path's results."""
+    """Conv2D's wide, per-image and depthwise paths give the im2col path's results."""
     from tinycnn.layers.conv import Conv2D
 
     c, o, k, s, p, d, groups, h, w = case
@@ -370,6 +372,7 @@ def test_conv_paths_agree_with_the_im2col_path(
     # tiny chunks (and a short last one), every image size takes the per-image path
     monkeypatch.setattr(Conv2D, "chunk_bytes", 2 * c * w * h * 8)
     monkeypatch.setattr(Conv2D, "min_image_positions", 1)
+    monkeypatch.setattr(Conv2D, "max_cached_cols_bytes", 0)  # no cached columns anywhere
     results = {}
     for path in ("fast", "rows"):
         if path == "rows":
@@ -380,7 +383,8 @@ def test_conv_paths_agree_with_the_im2col_path(
         dx = conv.backward(grad)
         results[path] = (y, dx, conv.weight.grad, conv.bias.grad)
     fast_path = Conv2D._path(conv, x.shape, False)
-    assert fast_path == ("depthwise" if groups > 1 else "images")
+    wide = s == 1 and k != 1
+    assert fast_path == ("depthwise" if groups > 1 else "wide" if wide else "images")
     for a, b in zip(results["fast"], results["rows"], strict=True):
         if b is None:
             assert a is None
@@ -401,3 +405,24 @@ def test_conv_fast_paths_pass_gradcheck(case: tuple, monkeypatch: pytest.MonkeyP
     x = np.random.default_rng(3).standard_normal((3, c, h, w))
     assert conv._path(x.shape, False) != "rows"
     gradcheck(conv, x, max_entries=200)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=conv_geometry)
+def test_wide_columns_match_reference_and_im2col(dtype: type, g: dict) -> None:
+    """im2col_wide of the padded input: the valid columns are im2col_images' columns."""
+    ph, pw = g["padding"]
+    rng = np.random.default_rng(g["seed"])
+    x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    kh, kw, dil = g["kh"], g["kw"], g["dilation"]
+    oh, ow = xpad.shape[2] - dil[0] * (kh - 1), xpad.shape[3] - dil[1] * (kw - 1)
+    assume(oh >= 1 and ow >= 1)
+    cols = fast.im2col_wide(xpad, kh, kw, dil)
+    check(cols, ref.im2col_wide(xpad, kh, kw, dil), dtype)
+    valid = cols.reshape(g["n"], -1, oh, xpad.shape[3])[..., :ow].reshape(g["n"], -1, oh * ow)
+    check(valid, ref.im2col_images(x, kh, kw, (1, 1), (ph, pw), dil), dtype)
+    out = np.full(cols.shape, np.nan, dtype=dtype)  # a reused buffer is fully overwritten
+    fast.im2col_wide(xpad, kh, kw, dil, out=out)
+    check(out, cols, dtype)

@@ -38,16 +38,19 @@ __all__ = [
     "bias_relu",
     "col2im",
     "col2im_images",
+    "crop_bias",
     "depthwise_conv2d_backward",
     "depthwise_conv2d_forward",
     "im2col",
     "im2col_images",
+    "im2col_wide",
     "maxpool2d_backward",
     "maxpool2d_forward",
     "out_size",
     "relu_backward",
     "relu_forward",
     "warmup",
+    "widen",
 ]
 
 
@@ -189,6 +192,84 @@ def im2col_images(
     if out is None:
         out = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
     _im2col_img_kernel(_c(x), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _im2col_wide_kernel(xpad, kh, kw, dh, dw, cols):  # pragma: no cover
+    n, c, hp, wp = xpad.shape
+    plane = hp * wp
+    length = cols.shape[2]
+    taps = kh * kw
+    for r in prange(n * c * taps):  # one row of cols per task: many tasks even when C = 1
+        ni = r // (c * taps)
+        row = r % (c * taps)
+        ci = row // taps
+        i = (row % taps) // kw
+        j = row % kw
+        src = xpad[ni, ci].reshape(plane)  # a view: the plane is contiguous
+        start = i * dh * wp + j * dw
+        run = min(length, plane - start)  # one long contiguous copy per row
+        for p in range(run):
+            cols[ni, row, p] = src[start + p]
+        for p in range(run, length):
+            cols[ni, row, p] = 0
+
+
+def im2col_wide(
+    xpad: Any, kh: int, kw: int, dilation: Pair = (1, 1), out: Any = None
+) -> np.ndarray:
+    """Stride-1 columns of a padded ``xpad (N, C, Hp, Wp)`` as ``(N, C*kh*kw, OH*Wp)``.
+
+    Same layout as :func:`tinycnn.kernels.reference.im2col_wide`: each row is one contiguous
+    copy of ``OH*Wp`` elements, instead of ``OH`` short copies of ``OW``.
+    """
+    n, c, hp, wp = xpad.shape
+    dh, dw = dilation
+    oh = hp - dh * (kh - 1)
+    if out is None:
+        out = np.empty((n, c * kh * kw, oh * wp), dtype=xpad.dtype)
+    _im2col_wide_kernel(_c(xpad), kh, kw, dh, dw, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _crop_bias_kernel(src, bias, out):  # pragma: no cover
+    n, c, h, w = out.shape
+    for r in prange(n * c):
+        ni = r // c
+        ci = r % c
+        b = bias[ci]
+        for y in range(h):
+            for x in range(w):
+                out[ni, ci, y, x] = src[ni, ci, y, x] + b
+
+
+def crop_bias(src: Any, bias: Any, out: Any) -> np.ndarray:
+    """``out[...] = src[:, :, :OH, :OW] + bias[c]`` (``bias`` None: no bias); returns ``out``."""
+    n, c = out.shape[:2]
+    b = np.zeros(c, dtype=out.dtype) if bias is None else _c(bias).astype(out.dtype, copy=False)
+    _crop_bias_kernel(src, b, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _widen_kernel(src, out):  # pragma: no cover
+    n, c, h, w = src.shape
+    wide = out.shape[3]
+    for r in prange(n * c):
+        ni = r // c
+        ci = r % c
+        for y in range(h):
+            for x in range(w):
+                out[ni, ci, y, x] = src[ni, ci, y, x]
+            for x in range(w, wide):
+                out[ni, ci, y, x] = 0
+
+
+def widen(src: Any, out: Any) -> np.ndarray:
+    """``out[..., :W] = src`` and zeros in the extra columns of ``out (N, C, H, W')``."""
+    _widen_kernel(src, out)
     return out
 
 
@@ -743,6 +824,10 @@ def warmup() -> float:
         col2im(cols, x.shape, 3, 3, (1, 1), (1, 1))
         cols = im2col_images(x, 3, 3, (1, 1), (1, 1))
         col2im_images(cols, x.shape, 3, 3, (1, 1), (1, 1))
+        im2col_wide(x, 3, 3)
+        crop_bias(x, x[0, :, 0, 0], np.empty((2, 3, 4, 4), dtype=dtype))
+        crop_bias(x[:, :, 1:, :], None, np.empty((2, 3, 4, 4), dtype=dtype))
+        widen(x[:, :, 1:, 1:], np.empty((2, 3, 5, 8), dtype=dtype))
         wt = x[0, :, :3, :3].reshape(3, 1, 3, 3)
         y = depthwise_conv2d_forward(x, wt, (1, 1), (1, 1))
         depthwise_conv2d_backward(y, x, wt, (1, 1), (1, 1))

@@ -246,6 +246,53 @@ def im2col_images(
     return out
 
 
+def im2col_wide(xpad: Any, kh: int, kw: int, dilation: Pair = (1, 1), out: Any = None) -> Any:
+    """Stride-1 columns of an already padded ``xpad (N, C, Hp, Wp)``: ``(N, C*kh*kw, OH*Wp)``.
+
+    Output rows keep the padded width ``Wp`` (``OH = Hp - dh*(kh-1)``), so row ``(c, i, j)``
+    of image ``n`` is one contiguous run of the flattened plane, starting at
+    ``(i*dh)*Wp + j*dw``: ``cols[n, (c,i,j), p] = xpad_flat[n, c, p + (i*dh)*Wp + j*dw]``.
+    Positions ``p = oy*Wp + ox`` with ``ox >= OW = Wp - dw*(kw-1)`` see wrapped pixels
+    (garbage); whoever uses the columns crops them away (or zeroes their gradient). Reads
+    past the end of a plane give 0.
+    """
+    xp = get_array_module(xpad)
+    n, c, hp, wp = xpad.shape
+    dh, dw = dilation
+    oh = hp - dh * (kh - 1)
+    length = oh * wp
+    tail = xp.zeros((n, c, dw * (kw - 1)), dtype=xpad.dtype)  # the wrap past the last row
+    flat = xp.concatenate([xpad.reshape(n, c, hp * wp), tail], axis=2)
+    if out is None:
+        out = xp.empty((n, c * kh * kw, length), dtype=xpad.dtype)
+    col = out.reshape(n, c, kh, kw, length)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * wp + j * dw
+            col[:, :, i, j] = flat[:, :, start : start + length]
+    return out
+
+
+def crop_bias(src: Any, bias: Any, out: Any) -> Any:
+    """``out[...] = src[:, :, :OH, :OW] + bias[c]`` (``bias`` None: no bias); returns ``out``.
+
+    Drops the wrapped columns of a :func:`im2col_wide` result, ``out`` is ``(N, C, OH, OW)``.
+    """
+    oh, ow = out.shape[2:]
+    out[...] = src[:, :, :oh, :ow]
+    if bias is not None:
+        out += bias.astype(out.dtype, copy=False).reshape(1, -1, 1, 1)
+    return out
+
+
+def widen(src: Any, out: Any) -> Any:
+    """``out[..., :W] = src`` and zeros in the extra columns of ``out (N, C, H, W')``."""
+    w = src.shape[3]
+    out[..., :w] = src
+    out[..., w:] = 0
+    return out
+
+
 def col2im_images(
     cols: Any,
     x_shape: tuple[int, int, int, int],

@@ -45,13 +45,17 @@ class Conv2D(Module):
     * ``"rows"``, the formulas above: one GEMM over the whole batch (GPU, groups,
       asymmetric padding, and CPU layers with fewer than ``min_image_positions`` outputs
       per image, whose per-image GEMMs would be too small).
-    * ``"images"`` (CPU, one group): per image ``n``, ``cols_n (C*kH*kW, OH*OW)`` and
-      ``Y_n = W_col cols_n + b`` is already NCHW (no transpose); ``dW = sum_n G_n cols_n^T``
-      and ``dx_n = col2im(W_col^T G_n)``, with ``G_n (O, OH*OW)``. Images go in chunks whose
-      columns stay about ``chunk_bytes`` (in L2 cache); backward rebuilds them from x.
-      With stride 1 and ``O <= C``, backward uses the columns of G instead: dx is itself
-      a convolution of G with the flipped, transposed kernel (padding ``d*(k-1) - p``),
-      and the same columns give dW (no im2col of x, no col2im).
+    * ``"wide"`` (CPU, one group, stride 1): the input is padded once; per image, row
+      ``(c, i, j)`` of ``cols_n (C*kH*kW, OH*Wp)`` is one contiguous run of the padded
+      plane (output rows keep the padded width ``Wp``; the extra ``Wp - OW`` columns are
+      cropped). ``Y_n = W_col cols_n + b`` is NCHW. Backward: dx is itself a stride-1
+      convolution of G (padded by ``d*(k-1) - p``) with the flipped, transposed kernel,
+      and the same columns of G give dW (no im2col of x, no col2im).
+    * ``"images"`` (CPU, one group, other strides, 1x1): per image ``n``,
+      ``cols_n (C*kH*kW, OH*OW)`` and ``Y_n = W_col cols_n + b`` is already NCHW;
+      ``dW = sum_n G_n cols_n^T`` and ``dx_n = col2im(W_col^T G_n)``, ``G_n (O, OH*OW)``.
+    Both go through the images in chunks whose columns stay about ``chunk_bytes`` (in L2
+    cache); backward rebuilds them.
     * ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
       taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
 
@@ -201,6 +205,8 @@ class Conv2D(Module):
         """Which implementation runs (all give the same results; see the class docstring).
 
         ``"depthwise"``: one filter per channel, a loop over taps (no column matrix);
+        ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
+        padded input in cache-sized chunks;
         ``"images"``: CPU, one group, at least ``min_image_positions`` outputs per image:
         per-image column matrices in cache-sized chunks;
         ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
@@ -214,7 +220,13 @@ class Conv2D(Module):
             _, _, oh, ow = self.output_shape(x_shape)
             # measured: with fewer positions per image the per-image GEMMs are too small
             if oh * ow >= self.min_image_positions:
-                return "images"
+                if self.stride != (1, 1) or self._is_pointwise():
+                    return "images"
+                # no dx (a first layer): a cached column matrix makes dW one GEMM
+                kh, kw = self.kernel_size
+                cols_bytes = x_shape[0] * oh * ow * self.in_channels * kh * kw * 4
+                small = cols_bytes <= self.max_cached_cols_bytes
+                return "rows" if small and not self.compute_input_grad else "wide"
         return "rows"
 
     def forward(self, x: Any) -> Any:
@@ -223,6 +235,8 @@ class Conv2D(Module):
         path = self._path(x.shape, backend.is_gpu_array(x))
         if path == "depthwise":
             return self._forward_depthwise(x)
+        if path == "wide":
+            return self._forward_wide(x)
         if path == "images":
             return self._forward_images(x)
         return self._forward_rows(x)
@@ -236,6 +250,8 @@ class Conv2D(Module):
         path = self._path(self.x_shape, backend.is_gpu_array(grad_out))
         if path == "depthwise":
             return self._backward_depthwise(grad_out)
+        if path == "wide":
+            return self._backward_wide(grad_out)
         if path == "images":
             return self._backward_images(grad_out)
         return self._backward_rows(grad_out)
@@ -318,8 +334,6 @@ class Conv2D(Module):
         need_w = self.weight.requires_grad
         dw = xp.zeros(w.shape, dtype=g3.dtype) if need_w else None
         dx = xp.empty(x.shape, dtype=g3.dtype) if self.compute_input_grad else None
-        if self._gradient_columns():
-            return self._backward_gradient_columns(g3, dx, dw)
         step, buf = self._chunk(grad_out.shape, g3.dtype.itemsize), None
         kh, kw = self.kernel_size
         top, _, left, _ = self._pads
@@ -346,56 +360,117 @@ class Conv2D(Module):
             )
         return dx
 
-    def _gradient_columns(self) -> bool:
-        """Stride 1, input gradient needed, ``O <= C``: backward from the columns of G.
+    # --- stride 1: contiguous columns of the padded input, output rows of padded width
 
-        Then dx is itself a stride-1 convolution of G (flipped, transposed kernel, padding
-        ``d*(k - 1) - p``), and the same columns of G give dW: no im2col of x and no col2im.
-        """
-        (kh, kw), (dh, dw), (top, _, left, _) = self.kernel_size, self.dilation, self._pads
-        return (
-            self.compute_input_grad
-            and not self._is_pointwise()
-            and self.stride == (1, 1)
-            and self.out_channels <= self.in_channels
-            and top <= dh * (kh - 1)
-            and left <= dw * (kw - 1)
-        )
+    def _wide_step(self, rows: int, length: int, itemsize: int, n: int) -> int:
+        """Images per chunk so that a chunk's ``(rows, length)`` columns stay in L2."""
+        return max(1, min(n, self.chunk_bytes // (rows * length * itemsize)))
 
-    def _backward_gradient_columns(self, g3: Any, dx: Any, dw: Any) -> Any:
-        """dx and dW of a stride-1 convolution from per-image columns of the gradient.
-
-        With ``Gc_n = im2col_images(G_n)`` (kernel size and dilation of the layer, padding
-        ``p' = d*(k - 1) - p``) and rows ``(o, i', j')``, ``i' = kH-1-i``:
-        ``dx_n = Wf @ Gc_n`` with ``Wf[c, (o, i', j')] = W[o, c, i, j]``, and
-        ``dW[o, c, i, j] = sum_n (Gc_n @ x_n^T)[(o, i', j'), c]``.
-        """
-        xp = backend.get_array_module(g3)
-        k = backend.kernels(g3)
-        x = self.x
-        n, c, h, wd = x.shape
-        o = self.out_channels
-        (kh, kw), (dh, dil_w), (top, _, left, _) = self.kernel_size, self.dilation, self._pads
-        pad = (dh * (kh - 1) - top, dil_w * (kw - 1) - left)
-        oh, ow = self.output_shape(x.shape)[2:]
-        w = self.weight.data.astype(g3.dtype, copy=False)
-        wf = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
-        x3 = x.reshape(n, c, h * wd)
-        dx3 = dx.reshape(n, c, h * wd)
-        per_image = o * kh * kw * h * wd * g3.dtype.itemsize
-        step, buf = max(1, min(n, self.chunk_bytes // per_image)), None
+    def _forward_wide(self, x: Any) -> Any:
+        xp = backend.get_array_module(x)
+        k = backend.kernels(x)
+        n, o, oh, ow = out_shape = self.output_shape(x.shape)
+        top, _, left, _ = self._pads
+        xpad = xp.pad(x, ((0, 0), (0, 0), (top, top), (left, left))) if top or left else x
+        self.x, self.cols = xp.ascontiguousarray(xpad), None  # backward rebuilds columns
+        wp = self.x.shape[3]
+        w = self.weight.data.astype(x.dtype, copy=False).reshape(o, -1)
+        length = oh * wp
+        step = self._wide_step(w.shape[1], length, x.dtype.itemsize, n)
+        cols = xp.empty((step, w.shape[1], length), dtype=x.dtype)
+        rows = xp.empty((step, o, length), dtype=x.dtype)
+        y = xp.empty(out_shape, dtype=x.dtype)
+        bias = None if self.bias is None else self.bias.data
         for s in range(0, n, step):
-            g = g3[s : s + step].reshape(-1, o, oh, ow)
-            gc = k.im2col_images(g, kh, kw, (1, 1), pad, self.dilation,
-                                 out=None if buf is None else buf[: g.shape[0]])
-            buf = gc if buf is None else buf
-            xp.matmul(wf, gc, out=dx3[s : s + step])  # (C, O*kH*kW) @ (n, O*kH*kW, H*W)
-            if dw is not None:
-                dw.reshape(-1, c)[...] += (gc @ x3[s : s + step].transpose(0, 2, 1)).sum(axis=0)
-        if dw is not None:  # dw holds rows (o, i', j'), columns c: flip the taps back
-            d = dw.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+            nb = min(step, n - s)
+            k.im2col_wide(self.x[s : s + nb], *self.kernel_size, self.dilation, out=cols[:nb])
+            xp.matmul(w, cols[:nb], out=rows[:nb])  # (O, CKK) @ (nb, CKK, OH*Wp)
+            # drop the wrapped columns, add the bias, write NCHW
+            k.crop_bias(rows[:nb].reshape(nb, o, oh, wp), bias, y[s : s + nb])
+        return y
+
+    def _backward_wide(self, grad_out: Any) -> Any:
+        """dW and dx of a stride-1 convolution, image chunk by image chunk.
+
+        With dx: ``Gc_n = im2col_wide(pad(G_n, d*(k-1) - p))`` (rows ``(o, i', j')``,
+        ``i' = kH-1-i``), ``dx_n = Wf @ Gc_n`` with ``Wf[c, (o, i', j')] = W[o, c, i, j]``
+        and ``dW[o, c, i, j] = sum_n (Gc_n @ x_n^T)[(o, i', j'), c]``, x_n widened with zero
+        columns to Gc's row width. Without dx: ``dW = sum_n G_n cols_n^T``, G_n widened
+        with zero columns to the padded width of x.
+        """
+        xp = backend.get_array_module(grad_out)
+        k = backend.kernels(grad_out)
+        xpad = self.x
+        n, c, h, w = self.x_shape
+        o, (kh, kw), (dh, dil_w) = self.out_channels, self.kernel_size, self.dilation
+        top, _, left, _ = self._pads
+        g = xp.ascontiguousarray(grad_out)
+        oh, ow = g.shape[2:]
+        wt = self.weight.data.astype(g.dtype, copy=False)
+        need_w = self.weight.requires_grad
+        if not self.compute_input_grad:
+            if need_w:
+                self.weight.accumulate(self._wide_weight_grad(g, xpad).reshape(wt.shape)
+                                       .astype(self.weight.dtype, copy=False))
+            return None
+        # G padded by d*(k-1) - p (cropped where that is negative): its stride-1
+        # convolution with the flipped kernel has the input's size H x W.
+        ph, pw = dh * (kh - 1) - top, dil_w * (kw - 1) - left
+        g = g[:, :, max(-ph, 0) : oh - max(-ph, 0), max(-pw, 0) : ow - max(-pw, 0)]
+        ph, pw = max(ph, 0), max(pw, 0)
+        gpad = xp.ascontiguousarray(xp.pad(g, ((0, 0), (0, 0), (ph, ph), (pw, pw))))
+        wg = gpad.shape[3]  # = W + dw*(kw - 1): the row width of Gc and of dx before the crop
+        wf = xp.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+        length = h * wg
+        step = self._wide_step(wf.shape[1], length, g.dtype.itemsize, n)
+        gc = xp.empty((step, wf.shape[1], length), dtype=g.dtype)
+        dx_rows = xp.empty((step, c, length), dtype=g.dtype)
+        x_wide = xp.empty((step, c, h, wg), dtype=g.dtype)  # x with zero columns up to wg
+        dw_rows = xp.zeros((wf.shape[1], c), dtype=g.dtype) if need_w else None
+        dx = xp.empty(self.x_shape, dtype=g.dtype)
+        for s in range(0, n, step):
+            nb = min(step, n - s)
+            k.im2col_wide(gpad[s : s + nb], kh, kw, self.dilation, out=gc[:nb])
+            xp.matmul(wf, gc[:nb], out=dx_rows[:nb])  # (C, OKK) @ (nb, OKK, H*Wg)
+            k.crop_bias(dx_rows[:nb].reshape(nb, c, h, wg), None, dx[s : s + nb])
+            if need_w:
+                k.widen(xpad[s : s + nb, :, top : top + h, left : left + w], x_wide[:nb])
+                xw = x_wide[:nb].reshape(nb, c, length)
+                dw_rows += (gc[:nb] @ xw.transpose(0, 2, 1)).sum(axis=0)
+        if need_w:  # rows (o, i', j'), columns c: flip the taps back
+            d = dw_rows.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
             self.weight.accumulate(xp.ascontiguousarray(d, dtype=self.weight.dtype))
         return dx
+
+    def _wide_weight_grad(self, g: Any, xpad: Any) -> Any:
+        """``dW = sum_n G_n cols_n^T`` as ``(O, C*kH*kW)``, one GEMM per chunk of images.
+
+        The chunk's columns are laid out ``(C*kH*kW, nb, OH*Wp)`` and G (widened with zero
+        columns to the padded width) ``(O, nb, OH*Wp)``, so the sum over images is inside
+        the matrix product.
+        """
+        xp = backend.get_array_module(g)
+        k = backend.kernels(g)
+        n, o, oh, ow = g.shape
+        wp = xpad.shape[3]
+        rows = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        length = oh * wp
+        step = self._wide_step(rows, length, g.dtype.itemsize, n)
+        cols = xp.empty((rows, step, length), dtype=g.dtype)
+        g_wide = xp.empty((o, step, oh, wp), dtype=g.dtype)
+        dw = xp.zeros((o, rows), dtype=g.dtype)
+        for s in range(0, n, step):
+            nb = min(step, n - s)
+            c_view, g_view = cols[:, :nb], g_wide[:, :nb]
+            k.im2col_wide(xpad[s : s + nb], *self.kernel_size, self.dilation,
+                          out=c_view.transpose(1, 0, 2))
+            k.widen(g[s : s + nb], g_view.transpose(1, 0, 2, 3))
+            if nb == step:
+                dw += g_wide.reshape(o, -1) @ cols.reshape(rows, -1).T
+            else:  # the short last chunk: its views are not contiguous
+                dw += xp.ascontiguousarray(g_view).reshape(o, -1) @ (
+                    xp.ascontiguousarray(c_view).reshape(rows, -1).T)
+        return dw
 
     # --- depthwise (groups == in == out channels): a loop over the kH*kW taps
 
