@@ -186,3 +186,35 @@ def kernels(x: Any = None) -> ModuleType:
             )
             _state["kernels"] = "reference"
     return _load("reference")
+
+
+def matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` where either operand may be a stack of matrices ``(n, ., .)``.
+
+    On the GPU this is ``cupy.matmul`` (cuBLAS batched). On the CPU, NumPy 2.4 sends
+    stacked float32 products with these shapes to its own loop instead of BLAS, measured
+    10-50x slower (16x144 @ 8x144x900: 17 ms instead of 0.35 ms), so each matrix of the
+    stack is one 2-D BLAS call.
+    """
+    if is_gpu_array(a) or is_gpu_array(b) or (a.ndim == 2 and b.ndim == 2):
+        return get_array_module(a, b).matmul(a, b, out=out)
+    n = a.shape[0] if a.ndim == 3 else b.shape[0]
+    if out is None:
+        out = numpy.empty((n, a.shape[-2], b.shape[-1]), dtype=numpy.result_type(a, b))
+    for i in range(n):
+        numpy.matmul(a[i] if a.ndim == 3 else a, b[i] if b.ndim == 3 else b, out=out[i])
+    return out
+
+
+def matmul_sum(a: Any, b: Any, out: Any) -> Any:
+    """``out += sum_i a[i] @ b[i]`` for stacks ``a (n, p, q)`` and ``b (n, q, r)``.
+
+    The weight gradient of a convolution summed over images; on the CPU one BLAS call per
+    image adds into ``out`` (no ``(n, p, r)`` temporary), see :func:`matmul`.
+    """
+    if is_gpu_array(a):
+        out += (a @ b).sum(axis=0)
+        return out
+    for i in range(a.shape[0]):
+        out += a[i] @ b[i]
+    return out

@@ -198,7 +198,7 @@ class Conv2D(Module):
             return a @ (w2.T if transpose_w else w2)
         w_g = w.reshape(self.groups, self.out_channels // self.groups, -1)
         return self._join_groups(
-            self._split_groups(a) @ (w_g.transpose(0, 2, 1) if transpose_w else w_g)
+            backend.matmul(self._split_groups(a), w_g.transpose(0, 2, 1) if transpose_w else w_g)
         )
 
     def _path(self, x_shape: tuple[int, ...], on_gpu: bool) -> str:
@@ -278,7 +278,8 @@ class Conv2D(Module):
             if self.groups == 1:
                 dw = grad.T @ cols  # (O, C*kH*kW), one BLAS product
             else:
-                dw = self._split_groups(grad).transpose(0, 2, 1) @ self._split_groups(cols)
+                dw = backend.matmul(self._split_groups(grad).transpose(0, 2, 1),
+                                    self._split_groups(cols))
             dw = dw.reshape(self.weight.shape).astype(self.weight.dtype, copy=False)
             self.weight.accumulate(dw)
             del cols  # a rebuilt column matrix can go before dcols is made
@@ -318,7 +319,7 @@ class Conv2D(Module):
         step, buf = self._chunk(out_shape, x.dtype.itemsize), None
         for s in range(0, n, step):
             cols = self._image_cols(x[s : s + step], buf)
-            xp.matmul(w, cols, out=y3[s : s + step])  # (O, CKK) @ (n, CKK, L) -> (n, O, L)
+            backend.matmul(w, cols, out=y3[s : s + step])  # (O, CKK) @ (n, CKK, L) -> (n, O, L)
             if self.bias is not None:
                 y3[s : s + step] += self.bias.data.astype(x.dtype, copy=False)[:, None]
             buf = cols if buf is None and not self._is_pointwise() else buf
@@ -341,14 +342,14 @@ class Conv2D(Module):
             g = g3[s : s + step]
             if need_w:  # dW = sum_n G_n cols_n^T
                 cols = self._image_cols(x[s : s + step], buf)
-                dw += (g @ cols.transpose(0, 2, 1)).sum(axis=0)
+                backend.matmul_sum(g, cols.transpose(0, 2, 1), dw)
                 buf = cols if buf is None and not self._is_pointwise() else buf
             if dx is None:
                 continue
             if self._is_pointwise():  # dx_n = W^T G_n, already (C, H*W)
-                xp.matmul(w.T, g, out=dx[s : s + step].reshape(-1, c, h * wd))
+                backend.matmul(w.T, g, out=dx[s : s + step].reshape(-1, c, h * wd))
                 continue
-            dcols = xp.matmul(w.T, g, out=buf[: g.shape[0]] if buf is not None else None)
+            dcols = backend.matmul(w.T, g, out=buf[: g.shape[0]] if buf is not None else None)
             buf = dcols if buf is None else buf
             backend.kernels(g).col2im_images(
                 dcols, dx[s : s + step].shape, kh, kw, self.stride, (top, left),
@@ -384,7 +385,7 @@ class Conv2D(Module):
         for s in range(0, n, step):
             nb = min(step, n - s)
             k.im2col_wide(self.x[s : s + nb], *self.kernel_size, self.dilation, out=cols[:nb])
-            xp.matmul(w, cols[:nb], out=rows[:nb])  # (O, CKK) @ (nb, CKK, OH*Wp)
+            backend.matmul(w, cols[:nb], out=rows[:nb])  # (O, CKK) @ (nb, CKK, OH*Wp)
             # drop the wrapped columns, add the bias, write NCHW
             k.crop_bias(rows[:nb].reshape(nb, o, oh, wp), bias, y[s : s + nb])
         return y
@@ -431,12 +432,12 @@ class Conv2D(Module):
         for s in range(0, n, step):
             nb = min(step, n - s)
             k.im2col_wide(gpad[s : s + nb], kh, kw, self.dilation, out=gc[:nb])
-            xp.matmul(wf, gc[:nb], out=dx_rows[:nb])  # (C, OKK) @ (nb, OKK, H*Wg)
+            backend.matmul(wf, gc[:nb], out=dx_rows[:nb])  # (C, OKK) @ (nb, OKK, H*Wg)
             k.crop_bias(dx_rows[:nb].reshape(nb, c, h, wg), None, dx[s : s + nb])
             if need_w:
                 k.widen(xpad[s : s + nb, :, top : top + h, left : left + w], x_wide[:nb])
                 xw = x_wide[:nb].reshape(nb, c, length)
-                dw_rows += (gc[:nb] @ xw.transpose(0, 2, 1)).sum(axis=0)
+                backend.matmul_sum(gc[:nb], xw.transpose(0, 2, 1), dw_rows)
         if need_w:  # rows (o, i', j'), columns c: flip the taps back
             d = dw_rows.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
             self.weight.accumulate(xp.ascontiguousarray(d, dtype=self.weight.dtype))
