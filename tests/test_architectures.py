@@ -17,10 +17,10 @@ import pytest
 from tinycnn import models
 from tinycnn.containers import Sequential
 from tinycnn.gradcheck import gradcheck
-from tinycnn.layers import BatchNorm2D, Conv2D, Dropout
+from tinycnn.layers import BatchNorm2D, Conv2D, Dropout, ReLU6
 from tinycnn.models.densenet import DenseLayer
 from tinycnn.models.googlenet import GoogLeNetOutputs, ceil_max_pool, inception
-from tinycnn.models.mobilenet import V2_SETTINGS, InvertedResidual, ReLU6
+from tinycnn.models.mobilenet import V2_SETTINGS, InvertedResidual
 from tinycnn.models.resnet import BasicBlock, Bottleneck, resnet
 from tinycnn.models.vgg import CONFIGS, make_features
 from tinycnn.module import Module

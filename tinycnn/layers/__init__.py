@@ -1,6 +1,6 @@
 """Layers: each one a class with ``forward`` and its hand-written ``backward`` side by side."""
 
-from tinycnn.layers.activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from tinycnn.layers.activation import LeakyReLU, ReLU, ReLU6, Sigmoid, Tanh
 from tinycnn.layers.adaptive_pool import AdaptiveAvgPool2D
 from tinycnn.layers.conv import Conv2D
 from tinycnn.layers.conv_transpose import ConvTranspose2D
@@ -38,4 +38,5 @@ __all__ = [
     "Linear",
     "MaxPool2D",
     "ReLU",
+    "ReLU6",
 ]

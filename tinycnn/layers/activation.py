@@ -43,6 +43,29 @@ class ReLU(Module):
         self.y = None
 
 
+class ReLU6(Module):
+    """``y = min(max(x, 0), 6)``, any shape (MobileNet v2's activation).
+
+    Backward: dL/dx = g * [0 < x < 6]  (the derivative at the kinks is taken as 0).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mask = None
+
+    def forward(self, x: Any) -> Any:
+        check_input(self, x, _RANKS, _LAYOUT)
+        self.mask = (x > 0) & (x < 6)
+        return x.clip(0, 6)
+
+    def backward(self, grad_out: Any) -> Any:
+        self._need_cache(self.mask)
+        return grad_out * self.mask
+
+    def _clear_cache(self) -> None:
+        self.mask = None
+
+
 class LeakyReLU(Module):
     """``y = x`` for ``x > 0``, ``y = negative_slope * x`` otherwise; any shape.
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tinycnn.containers import Sequential
-from tinycnn.layers.activation import ReLU
+from tinycnn.layers.activation import ReLU, ReLU6
 from tinycnn.layers.adaptive_pool import AdaptiveAvgPool2D
 from tinycnn.layers.conv import Conv2D
 from tinycnn.layers.dropout import Dropout
@@ -32,30 +32,7 @@ from tinycnn.layers.linear import Affine
 from tinycnn.layers.norm import BatchNorm2D
 from tinycnn.layers.shape import Flatten
 from tinycnn.models.small import _child_seed, _rng
-from tinycnn.module import Module, check_input
-
-
-class ReLU6(Module):
-    """``y = min(max(x, 0), 6)``, any shape (MobileNet v2's activation).
-
-    Backward: dL/dx = g * [0 < x < 6]  (the derivative at the kinks is taken as 0).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mask = None
-
-    def forward(self, x: Any) -> Any:
-        check_input(self, x, (1, 2, 3, 4, 5), "(N, ...)")
-        self.mask = (x > 0) & (x < 6)
-        return x.clip(0, 6)
-
-    def backward(self, grad_out: Any) -> Any:
-        self._need_cache(self.mask)
-        return grad_out * self.mask
-
-    def _clear_cache(self) -> None:
-        self.mask = None
+from tinycnn.module import Module
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
