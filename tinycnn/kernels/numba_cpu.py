@@ -210,10 +210,11 @@ def _im2col_wide_kernel(xpad, kh, kw, dh, dw, cols):  # pragma: no cover
         src = xpad[ni, ci].reshape(plane)  # a view: the plane is contiguous
         start = i * dh * wp + j * dw
         run = min(length, plane - start)  # one long contiguous copy per row
-        for p in range(run):
-            cols[ni, row, p] = src[start + p]
+        dst, seg = cols[ni, row], src[start : start + run]
+        for p in range(run):  # indices from 0: no negative-index wraparound, so it vectorizes
+            dst[p] = seg[p]
         for p in range(run, length):
-            cols[ni, row, p] = 0
+            dst[p] = 0
 
 
 def im2col_wide(
@@ -321,6 +322,15 @@ def col2im_images(
 # ------------------------------------------------------------------- depthwise convolution
 
 
+@njit(cache=True, inline="always")
+def _tap_range(w, ow, sw, off):  # pragma: no cover
+    """The ``ox`` range whose input column ``ox*sw + off`` lies inside ``[0, w)``."""
+    lo = 0 if off >= 0 else (-off + sw - 1) // sw
+    hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
+    hi = min(hi, ow)
+    return min(lo, hi), hi
+
+
 @njit(parallel=True, cache=True)
 def _dw_fwd_kernel(x, wt, sh, sw, ph, pw, dh, dw, y):  # pragma: no cover
     n, c, h, w = x.shape
@@ -330,21 +340,24 @@ def _dw_fwd_kernel(x, wt, sh, sw, ph, pw, dh, dw, y):  # pragma: no cover
         ni = r // c
         ci = r % c
         for oy in range(oh):
-            for ox in range(ow):
-                y[ni, ci, oy, ox] = 0
-        for i in range(kh):
-            for j in range(kw):
-                wv = wt[ci, i, j]
-                off = j * dw - pw
-                lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
-                hi = min(hi, ow)
-                lo = min(lo, hi)
-                for oy in range(oh):
-                    iy = oy * sh - ph + i * dh
-                    if 0 <= iy < h:
+            yr = y[ni, ci, oy]  # 1-D row views: unit stride, so the loops vectorize
+            yr[:] = 0
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= h:
+                    continue
+                xr = x[ni, ci, iy]
+                for j in range(kw):
+                    wv = wt[ci, i, j]
+                    off = j * dw - pw
+                    lo, hi = _tap_range(w, ow, sw, off)
+                    if sw == 1:  # slices indexed from 0: no negative-index wraparound
+                        ys, xs = yr[lo:hi], xr[lo + off : hi + off]
+                        for t in range(hi - lo):
+                            ys[t] += wv * xs[t]
+                    else:
                         for ox in range(lo, hi):
-                            y[ni, ci, oy, ox] += wv * x[ni, ci, iy, ox * sw + off]
+                            yr[ox] += wv * xr[ox * sw + off]
 
 
 @njit(parallel=True, cache=True)
@@ -355,44 +368,54 @@ def _dw_dx_kernel(g, wt, sh, sw, ph, pw, dh, dw, dx):  # pragma: no cover
     for r in prange(n * c):  # one input-gradient plane per task: its adds stay in one thread
         ni = r // c
         ci = r % c
-        for y in range(h):
-            for x in range(w):
-                dx[ni, ci, y, x] = 0
-        for i in range(kh):
-            for j in range(kw):
-                wv = wt[ci, i, j]
-                off = j * dw - pw
-                lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
-                hi = min(hi, ow)
-                lo = min(lo, hi)
-                for oy in range(oh):
-                    iy = oy * sh - ph + i * dh
-                    if 0 <= iy < h:
+        dx[ni, ci] = 0
+        for oy in range(oh):
+            gr = g[ni, ci, oy]
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= h:
+                    continue
+                dr = dx[ni, ci, iy]
+                for j in range(kw):
+                    wv = wt[ci, i, j]
+                    off = j * dw - pw
+                    lo, hi = _tap_range(w, ow, sw, off)
+                    if sw == 1:  # slices indexed from 0: no negative-index wraparound
+                        ds, gs = dr[lo + off : hi + off], gr[lo:hi]
+                        for t in range(hi - lo):
+                            ds[t] += wv * gs[t]
+                    else:
                         for ox in range(lo, hi):
-                            dx[ni, ci, iy, ox * sw + off] += wv * g[ni, ci, oy, ox]
+                            dr[ox * sw + off] += wv * gr[ox]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _dw_dw_kernel(g, x, sh, sw, ph, pw, dh, dw, dwt):  # pragma: no cover
     n, c, h, w = x.shape
     kh, kw = dwt.shape[1], dwt.shape[2]
     oh, ow = g.shape[2], g.shape[3]
-    for ci in prange(c):  # one channel's kh*kw sums per task, float64 accumulators
+    for ci in prange(c):  # one channel's kh*kw sums per task
         for i in range(kh):
             for j in range(kw):
                 off = j * dw - pw
-                lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                hi = 0 if w - 1 - off < 0 else (w - 1 - off) // sw + 1
-                hi = min(hi, ow)
-                lo = min(lo, hi)
-                acc = 0.0
+                lo, hi = _tap_range(w, ow, sw, off)
+                acc = 0.0  # float64 across rows; each row's dot product is vectorized
                 for ni in range(n):
                     for oy in range(oh):
                         iy = oy * sh - ph + i * dh
-                        if 0 <= iy < h:
+                        if iy < 0 or iy >= h:
+                            continue
+                        gr = g[ni, ci, oy]
+                        xr = x[ni, ci, iy]
+                        row = gr[0] * 0  # the row sum in the arrays' dtype
+                        if sw == 1:  # slices indexed from 0: no negative-index wraparound
+                            gs, xs = gr[lo:hi], xr[lo + off : hi + off]
+                            for t in range(hi - lo):
+                                row += gs[t] * xs[t]
+                        else:
                             for ox in range(lo, hi):
-                                acc += g[ni, ci, oy, ox] * x[ni, ci, iy, ox * sw + off]
+                                row += gr[ox] * xr[ox * sw + off]
+                        acc += row
                 dwt[ci, i, j] = acc
 
 
@@ -705,21 +728,27 @@ def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: 
 # ------------------------------------------------------------------------------- BatchNorm
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _bn_stats_kernel(x, mean, var):  # pragma: no cover
     n, c, hw = x.shape
     m = n * hw
-    for ci in prange(c):  # one channel per task; sums in float64 for accuracy
-        s = 0.0
+    for ci in prange(c):  # one channel per task
+        s = 0.0  # float64 across rows; each row's sum is vectorized in the arrays' dtype
         for ni in range(n):
+            row = x[ni, ci]
+            r = row[0] * 0
             for p in range(hw):
-                s += x[ni, ci, p]
+                r += row[p]
+            s += r
         mu = s / m
         q = 0.0
         for ni in range(n):
+            row = x[ni, ci]
+            r = row[0] * 0
             for p in range(hw):
-                d = x[ni, ci, p] - mu
-                q += d * d
+                d = row[p] - mu
+                r += d * d
+            q += r
         mean[ci] = mu
         var[ci] = q / m
 
@@ -734,24 +763,29 @@ def batchnorm_stats(x: Any) -> tuple[np.ndarray, np.ndarray]:
     return mean, var
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _bn_bwd_kernel(g, xhat, scale, dx, g_sum, gx_sum):  # pragma: no cover
     n, c, hw = g.shape
     m = n * hw
     for ci in prange(c):
-        s = 0.0
+        s = 0.0  # float64 across rows, vectorized row sums (as in _bn_stats_kernel)
         sx = 0.0
         for ni in range(n):
+            gr, xr = g[ni, ci], xhat[ni, ci]
+            rs = gr[0] * 0
+            rx = gr[0] * 0
             for p in range(hw):
-                gv = g[ni, ci, p]
-                s += gv
-                sx += gv * xhat[ni, ci, p]
+                rs += gr[p]
+                rx += gr[p] * xr[p]
+            s += rs
+            sx += rx
         g_sum[ci] = s
         gx_sum[ci] = sx
         k = scale[ci] / m
         for ni in range(n):
+            gr, xr, dr = g[ni, ci], xhat[ni, ci], dx[ni, ci]
             for p in range(hw):
-                dx[ni, ci, p] = k * (m * g[ni, ci, p] - s - xhat[ni, ci, p] * sx)
+                dr[p] = k * (m * gr[p] - s - xr[p] * sx)
 
 
 def batchnorm_backward(
