@@ -348,7 +348,8 @@ CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W
     (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5
     (3, 2, (3, 2), 1, (2, 1), (1, 2), 1, 10, 7),
     (4, 6, 3, 2, 1, 1, 1, 9, 9),  # stride 2
-    (4, 4, 1, 1, 0, 1, 1, 5, 6),  # pointwise: no column matrix at all
+    (4, 4, 1, 1, 0, 1, 1, 5, 6),  # pointwise: one GEMM for the batch
+    (3, 5, 1, 2, 0, 1, 1, 9, 9),  # 1x1 with stride 2: the per-image path
     (5, 5, 3, 1, 1, 1, 5, 7, 7),  # depthwise
     (4, 4, (2, 3), (2, 1), (1, 0), (2, 1), 4, 9, 8),
 ]
@@ -384,7 +385,8 @@ def test_conv_paths_agree_with_the_im2col_path(
         results[path] = (y, dx, conv.weight.grad, conv.bias.grad)
     fast_path = Conv2D._path(conv, x.shape, False)
     wide = s == 1 and k != 1
-    assert fast_path == ("depthwise" if groups > 1 else "wide" if wide else "images")
+    expected = "pointwise" if (k, s, p) == (1, 1, 0) else "wide" if wide else "images"
+    assert fast_path == ("depthwise" if groups > 1 else expected)
     for a, b in zip(results["fast"], results["rows"], strict=True):
         if b is None:
             assert a is None

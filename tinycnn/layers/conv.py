@@ -51,7 +51,9 @@ class Conv2D(Module):
       cropped). ``Y_n = W_col cols_n + b`` is NCHW. Backward: dx is itself a stride-1
       convolution of G (padded by ``d*(k-1) - p``) with the flipped, transposed kernel,
       and the same columns of G give dW (no im2col of x, no col2im).
-    * ``"images"`` (CPU, one group, other strides, 1x1): per image ``n``,
+    * ``"pointwise"`` (CPU, one group, 1x1, stride 1, no padding): x as ``(C, N*H*W)``,
+      ``Y^T = W X^T``: one matrix product for the whole batch (and two in backward).
+    * ``"images"`` (CPU, one group, other strides): per image ``n``,
       ``cols_n (C*kH*kW, OH*OW)`` and ``Y_n = W_col cols_n + b`` is already NCHW;
       ``dW = sum_n G_n cols_n^T`` and ``dx_n = col2im(W_col^T G_n)``, ``G_n (O, OH*OW)``.
     Both go through the images in chunks whose columns stay about ``chunk_bytes`` (in L2
@@ -207,6 +209,7 @@ class Conv2D(Module):
         ``"depthwise"``: one filter per channel, a loop over taps (no column matrix);
         ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
         padded input in cache-sized chunks;
+        ``"pointwise"``: CPU, one group, 1x1 stride 1 unpadded: one GEMM for the batch;
         ``"images"``: CPU, one group, at least ``min_image_positions`` outputs per image:
         per-image column matrices in cache-sized chunks;
         ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
@@ -217,10 +220,12 @@ class Conv2D(Module):
         if self.groups == self.in_channels == self.out_channels and self.groups > 1:
             return "depthwise"
         if self.groups == 1 and self.use_image_chunks and not on_gpu:
+            if self._is_pointwise():
+                return "pointwise"
             _, _, oh, ow = self.output_shape(x_shape)
             # measured: with fewer positions per image the per-image GEMMs are too small
             if oh * ow >= self.min_image_positions:
-                if self.stride != (1, 1) or self._is_pointwise():
+                if self.stride != (1, 1):
                     return "images"
                 # no dx (a first layer): a cached column matrix makes dW one GEMM
                 kh, kw = self.kernel_size
@@ -237,6 +242,8 @@ class Conv2D(Module):
             return self._forward_depthwise(x)
         if path == "wide":
             return self._forward_wide(x)
+        if path == "pointwise":
+            return self._forward_pointwise(x)
         if path == "images":
             return self._forward_images(x)
         return self._forward_rows(x)
@@ -252,6 +259,8 @@ class Conv2D(Module):
             return self._backward_depthwise(grad_out)
         if path == "wide":
             return self._backward_wide(grad_out)
+        if path == "pointwise":
+            return self._backward_pointwise(grad_out)
         if path == "images":
             return self._backward_images(grad_out)
         return self._backward_rows(grad_out)
@@ -268,7 +277,7 @@ class Conv2D(Module):
         w = self.weight.data.astype(x.dtype, copy=False)
         rows = self._matmul(cols, w, transpose_w=True)  # (M, O)
         # rows are ordered (n, oh, ow): add the bias and go back to (N, O, OH, OW) in one pass
-        bias = None if self.bias is None else self.bias.data
+        bias = self._bias_data()
         return backend.kernels(x).bias_relu(rows, bias, out_shape, relu=False)
 
     def _backward_rows(self, grad_out: Any) -> Any:
@@ -292,9 +301,7 @@ class Conv2D(Module):
     # --- per image: Y_n = W_col @ cols_n lands in (O, OH*OW), i.e. NCHW, with no transpose
 
     def _image_cols(self, x: Any, out: Any) -> Any:
-        """``(n, C*kH*kW, OH*OW)`` column matrices of a chunk of images (x itself for 1x1)."""
-        if self._is_pointwise():
-            return x.reshape(x.shape[0], x.shape[1], -1)
+        """``(n, C*kH*kW, OH*OW)`` column matrices of a chunk of images."""
         kh, kw = self.kernel_size
         top, _, left, _ = self._pads
         k = backend.kernels(x)
@@ -303,8 +310,6 @@ class Conv2D(Module):
 
     def _chunk(self, out_shape: tuple[int, ...], itemsize: int) -> int:
         """Images per chunk: the chunk's column matrix stays about ``chunk_bytes`` (in L2)."""
-        if self._is_pointwise():
-            return out_shape[0]  # no column matrix at all: the whole batch at once
         kh, kw = self.kernel_size
         per_image = self.in_channels * kh * kw * out_shape[2] * out_shape[3] * itemsize
         return max(1, min(out_shape[0], self.chunk_bytes // per_image))
@@ -322,7 +327,7 @@ class Conv2D(Module):
             backend.matmul(w, cols, out=y3[s : s + step])  # (O, CKK) @ (n, CKK, L) -> (n, O, L)
             if self.bias is not None:
                 y3[s : s + step] += self.bias.data.astype(x.dtype, copy=False)[:, None]
-            buf = cols if buf is None and not self._is_pointwise() else buf
+            buf = cols if buf is None else buf
         return y
 
     def _backward_images(self, grad_out: Any) -> Any:
@@ -343,11 +348,8 @@ class Conv2D(Module):
             if need_w:  # dW = sum_n G_n cols_n^T
                 cols = self._image_cols(x[s : s + step], buf)
                 backend.matmul_sum(g, cols.transpose(0, 2, 1), dw)
-                buf = cols if buf is None and not self._is_pointwise() else buf
+                buf = cols if buf is None else buf
             if dx is None:
-                continue
-            if self._is_pointwise():  # dx_n = W^T G_n, already (C, H*W)
-                backend.matmul(w.T, g, out=dx[s : s + step].reshape(-1, c, h * wd))
                 continue
             dcols = backend.matmul(w.T, g, out=buf[: g.shape[0]] if buf is not None else None)
             buf = dcols if buf is None else buf
@@ -360,6 +362,41 @@ class Conv2D(Module):
                 dw.reshape(self.weight.shape).astype(self.weight.dtype, copy=False)
             )
         return dx
+
+    # --- 1x1, stride 1, unpadded: one GEMM for the whole batch in (C, N*H*W) layout
+
+    def _forward_pointwise(self, x: Any) -> Any:
+        """``Y^T = W X^T`` with ``X^T = x`` as ``(C, N*H*W)``: one BLAS call, not one per image."""
+        xp = backend.get_array_module(x)
+        n, c, h, w = x.shape
+        o = self.out_channels
+        xt = xp.ascontiguousarray(x.reshape(n, c, h * w).transpose(1, 0, 2)).reshape(c, -1)
+        self.x, self.cols = xt, None  # backward needs x in this layout
+        wt = self.weight.data.astype(x.dtype, copy=False).reshape(o, c)
+        yt = (wt @ xt).reshape(o, n, h, w).transpose(1, 0, 2, 3)
+        y = xp.empty((n, o, h, w), dtype=x.dtype)
+        return backend.kernels(x).crop_bias(yt, self._bias_data(), y)
+
+    def _backward_pointwise(self, grad_out: Any) -> Any:
+        """``dW = G^T X``, ``dx^T = W^T G^T`` with ``G^T`` as ``(O, N*H*W)``: two BLAS calls."""
+        xp = backend.get_array_module(grad_out)
+        n, c, h, w = self.x_shape
+        o = self.out_channels
+        gt = xp.ascontiguousarray(grad_out.reshape(n, o, h * w).transpose(1, 0, 2))
+        gt = gt.reshape(o, -1)
+        if self.weight.requires_grad:
+            dw = (gt @ self.x.T).reshape(self.weight.shape)
+            self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        if not self.compute_input_grad:
+            return None
+        wt = self.weight.data.astype(gt.dtype, copy=False).reshape(o, c)
+        dxt = (wt.T @ gt).reshape(c, n, h, w).transpose(1, 0, 2, 3)
+        dx = xp.empty(self.x_shape, dtype=gt.dtype)
+        return backend.kernels(gt).crop_bias(dxt, None, dx)
+
+    def _bias_data(self) -> Any:
+        """The bias array, or None without one."""
+        return None if self.bias is None else self.bias.data
 
     # --- stride 1: contiguous columns of the padded input, output rows of padded width
 
@@ -381,7 +418,7 @@ class Conv2D(Module):
         cols = xp.empty((step, w.shape[1], length), dtype=x.dtype)
         rows = xp.empty((step, o, length), dtype=x.dtype)
         y = xp.empty(out_shape, dtype=x.dtype)
-        bias = None if self.bias is None else self.bias.data
+        bias = self._bias_data()
         for s in range(0, n, step):
             nb = min(step, n - s)
             k.im2col_wide(self.x[s : s + nb], *self.kernel_size, self.dilation, out=cols[:nb])
