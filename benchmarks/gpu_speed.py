@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch_nets  # benchmarks/torch_nets.py: the PyTorch twins
 
 from tinycnn.files import atomic_write
 
@@ -115,53 +116,7 @@ class Tinycnn:
 
 def torch_net(torch: Any, net: str) -> Any:
     """The same layer sizes as the tinycnn builders (PyTorch's default initialization)."""
-    nn, F = torch.nn, torch.nn.functional
-    if net == "simple_convnet":
-        return nn.Sequential(
-            nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(30 * 12 * 12, 100), nn.ReLU(), nn.Linear(100, NUM_CLASSES),
-        )
-    if net == "deep_convnet":
-        layers: list[Any] = []
-        for c_in, c_out, pad2 in ((1, 16, 1), (16, 32, 2), (32, 64, 1)):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
-                       nn.Conv2d(c_out, c_out, 3, padding=pad2), nn.ReLU(), nn.MaxPool2d(2)]
-        layers += [nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(0.5),
-                   nn.Linear(50, NUM_CLASSES), nn.Dropout(0.5)]
-        return nn.Sequential(*layers)
-    if net != "resnet20":
-        raise ValueError(f"no PyTorch version of {net!r}")
-
-    class ShortcutA(nn.Module):
-        def __init__(self, c_in: int, c_out: int) -> None:
-            super().__init__()
-            self.pad = (c_out - c_in) // 2
-
-        def forward(self, x: Any) -> Any:
-            return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-
-    class Block(nn.Module):
-        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            same = stride == 1 and c_in == c_out
-            self.shortcut = nn.Identity() if same else ShortcutA(c_in, c_out)
-
-        def forward(self, x: Any) -> Any:
-            out = F.relu(self.bn1(self.conv1(x)))
-            return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-    layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    c = 16
-    for i, w in enumerate((16, 32, 64)):
-        for j in range(3):
-            layers.append(Block(c, w, 2 if (i > 0 and j == 0) else 1))
-            c = w
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, NUM_CLASSES)]
-    return nn.Sequential(*layers)
+    return torch_nets.build(net, torch, NUM_CLASSES)
 
 
 class Torch:

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch_nets  # benchmarks/torch_nets.py: the PyTorch twins
+
 NETS = ("lenet5", "simple_convnet", "deep_convnet", "resnet20")
 SIDES = ("reference", "numba", "torch")
 NUM_CLASSES = 10
@@ -162,34 +164,7 @@ class TorchRunner:
         return {"torch_threads": self.torch.get_num_threads(), "torch": self.torch.__version__}
 
     def build(self, net: str) -> Any:
-        nn = self.torch.nn
-        if net == "simple_convnet":
-            return nn.Sequential(
-                nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                nn.Linear(30 * 12 * 12, 100), nn.ReLU(), nn.Linear(100, NUM_CLASSES),
-            )
-        if net == "lenet5":
-            return nn.Sequential(
-                nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                nn.Linear(84, NUM_CLASSES),
-            )
-        if net == "deep_convnet":
-            layers: list[Any] = []
-            for c_in, c_out, pad2 in ((1, 16, 1), (16, 32, 2), (32, 64, 1)):
-                layers += [
-                    nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
-                    nn.Conv2d(c_out, c_out, 3, padding=pad2), nn.ReLU(), nn.MaxPool2d(2),
-                ]
-            layers += [
-                nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(0.5),
-                nn.Linear(50, NUM_CLASSES), nn.Dropout(0.5),
-            ]
-            return nn.Sequential(*layers)
-        if net == "resnet20":
-            return _torch_resnet20(self.torch)
-        raise ValueError(f"unknown net {net!r}")
+        return torch_nets.build(net, self.torch, NUM_CLASSES)
 
     def setup(self, net: str, batch: int) -> Any:
         key = (net, batch)
@@ -215,44 +190,6 @@ class TorchRunner:
             model.eval()
             with torch.inference_mode():
                 model(x)
-
-
-def _torch_resnet20(torch: Any) -> Any:
-    """ResNet-20 for CIFAR with option-A shortcuts, like ``tinycnn.models.resnet20``."""
-    nn, F = torch.nn, torch.nn.functional
-
-    class ShortcutA(nn.Module):
-        def __init__(self, c_in: int, c_out: int) -> None:
-            super().__init__()
-            self.pad = (c_out - c_in) // 2
-
-        def forward(self, x: Any) -> Any:
-            return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-
-    class Block(nn.Module):
-        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else ShortcutA(
-                c_in, c_out
-            )
-
-        def forward(self, x: Any) -> Any:
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return F.relu(out + self.shortcut(x))
-
-    layers: list[Any] = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    c = 16
-    for i, w in enumerate((16, 32, 64)):
-        for j in range(3):
-            layers.append(Block(c, w, 2 if (i > 0 and j == 0) else 1))
-            c = w
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, NUM_CLASSES)]
-    return nn.Sequential(*layers)
 
 
 # ------------------------------------------------------------------------------- workers

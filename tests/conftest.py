@@ -4,15 +4,23 @@ A test that takes an argument named ``kernel_set`` runs once per CPU kernel set 
 ``tinycnn.backend.KERNEL_SETS``; it should run its layer inside
 ``with tinycnn.use_kernels(kernel_set):``. Sets whose module does not exist yet are skipped.
 (Plain parametrization, not a fixture, so it also works with hypothesis' ``@given``.)
+
+``benchmarks/`` is put on ``sys.path`` so that tests can check its helpers (the PyTorch
+twins in ``torch_nets``) and run its scripts' ``main`` on tiny inputs.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 
 from tinycnn.backend import KERNEL_SETS
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
 
 _KERNEL_MODULES = {"reference": "tinycnn.kernels.reference", "numba": "tinycnn.kernels.numba_cpu"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch_nets
 
 from tinycnn import models
 from tinycnn.gradcheck import gradcheck
@@ -151,51 +152,10 @@ def test_small_resnet_gradcheck() -> None:
 
 
 def test_resnet20_matches_pytorch() -> None:
-    """Same weights, same outputs as the common PyTorch CIFAR ResNet (option A)."""
+    """Same weights, same outputs and input gradients as the benchmarks' PyTorch ResNet-20."""
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    nn, F = torch.nn, torch.nn.functional
-
-    class Block(nn.Module):
-        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            self.pad = (c_out - c_in) // 2 if (stride != 1 or c_in != c_out) else None
-            self.stride = stride
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            skip = x
-            if self.pad is not None:
-                skip = F.pad(x[:, :, ::self.stride, ::self.stride],
-                             (0, 0, 0, 0, self.pad, self.pad))
-            return F.relu(out + skip)
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            c, stages = 16, []
-            for i, w in enumerate((16, 32, 64)):
-                blocks = []
-                for j in range(3):
-                    blocks.append(Block(c, w, 2 if i and not j else 1))
-                    c = w
-                stages.append(nn.Sequential(*blocks))
-            self.layer1, self.layer2, self.layer3 = stages
-            self.linear = nn.Linear(64, 10)
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.layer3(self.layer2(self.layer1(out)))
-            return self.linear(out.mean(dim=(2, 3)))
-
     ours = models.resnet20(seed=0)
-    ref = Net().double()
+    ref = torch_nets.resnet20(torch).double()  # the twin benchmarks/speed.py times
     state = ours.state_dict()
     ref_state = ref.state_dict()
     assert set(ref_state) == set(state)
