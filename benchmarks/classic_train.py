@@ -18,13 +18,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from tinycnn import backend, models
 from tinycnn.data import CIFAR10, Compose, DataLoader, RandomCrop, RandomHorizontalFlip
+from tinycnn.files import atomic_write
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.metrics import evaluate
 from tinycnn.optim import SGD
@@ -85,13 +85,10 @@ def load_data(args: argparse.Namespace) -> tuple[tuple, tuple]:
 
 
 def write_json(path: str, payload: object) -> None:
-    """Write atomically: a temp file in the same folder, then a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    """Write atomically (a temp file in the same folder, then a rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(json.dumps(payload, indent=2).encode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -428,3 +428,41 @@ def test_wide_columns_match_reference_and_im2col(dtype: type, g: dict) -> None:
     out = np.full(cols.shape, np.nan, dtype=dtype)  # a reused buffer is fully overwritten
     fast.im2col_wide(xpad, kh, kw, dil, out=out)
     check(out, cols, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_crop_bias_and_widen_match_reference(dtype: type, with_bias: bool, layout: str) -> None:
+    """Both kernels take strided views (the pointwise path hands them transposed arrays)."""
+    rng = np.random.default_rng(4)
+    src = rand(rng, (3, 2, 5, 7), dtype)
+    if layout == "transposed":
+        src = np.ascontiguousarray(src.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    bias = rand(rng, (2,), dtype) if with_bias else None
+    outs = [np.full((3, 2, 4, 5), np.nan, dtype=dtype) for _ in range(2)]
+    check(fast.crop_bias(src, bias, outs[0]), ref.crop_bias(src, bias, outs[1]), dtype)
+    np.testing.assert_allclose(outs[1] - (0 if bias is None else bias[:, None, None]),
+                               src[:, :, :4, :5], rtol=1e-6, atol=1e-6)
+    wide = [np.full((3, 2, 5, 10), np.nan, dtype=dtype) for _ in range(2)]
+    check(fast.widen(src, wide[0]), ref.widen(src, wide[1]), dtype)
+    assert not np.isnan(wide[0]).any() and (wide[0][..., 7:] == 0).all()
+
+
+@pytest.mark.parametrize(("a_shape", "b_shape"), [
+    ((4, 6), (3, 6, 5)), ((3, 4, 6), (6, 5)), ((3, 4, 6), (3, 6, 5)), ((4, 6), (6, 5)),
+])
+def test_backend_matmul_matches_numpy(a_shape: tuple, b_shape: tuple) -> None:
+    from tinycnn import backend
+
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    want = np.matmul(a, b)
+    np.testing.assert_allclose(backend.matmul(a, b), want, rtol=1e-12)
+    out = np.full(want.shape, np.nan)
+    assert backend.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    if len(a_shape) == len(b_shape) == 3:
+        acc = np.ones(want.shape[1:])
+        backend.matmul_sum(a, b, acc)
+        np.testing.assert_allclose(acc, 1 + want.sum(axis=0), rtol=1e-12)
