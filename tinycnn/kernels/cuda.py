@@ -34,13 +34,18 @@ import cupy as cp
 from tinycnn.kernels import reference
 
 # col2im_images, im2col_images and the depthwise kernels have no CUDA version yet: the
-# reference ones run on CuPy arrays through ``xp``.
+# reference ones run on CuPy arrays through ``xp``. crop_bias, im2col_wide and widen serve
+# Conv2D's CPU-only paths ("wide", "pointwise"; on the GPU a convolution takes the
+# one-GEMM path); their reference versions are array slicing, which CuPy runs as is.
 from tinycnn.kernels.reference import (  # noqa: F401
     col2im_images,
+    crop_bias,
     depthwise_conv2d_backward,
     depthwise_conv2d_forward,
     im2col_images,
+    im2col_wide,
     out_size,
+    widen,
 )
 
 Pair = tuple[int, int]
@@ -55,16 +60,19 @@ __all__ = [
     "bias_relu",
     "col2im",
     "col2im_images",
+    "crop_bias",
     "depthwise_conv2d_backward",
     "depthwise_conv2d_forward",
     "im2col",
     "im2col_images",
+    "im2col_wide",
     "maxpool2d_backward",
     "maxpool2d_forward",
     "out_size",
     "relu_backward",
     "relu_forward",
     "sgd_momentum_update",
+    "widen",
 ]
 
 _GEOMETRY = (
