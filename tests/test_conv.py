@@ -327,3 +327,23 @@ def test_backward_before_forward():
     with pytest.raises(BackwardBeforeForwardError):
         layer.backward(np.zeros((1, 1, 1, 1)))
 
+
+
+def test_backward_follows_the_path_forward_took(kernel_set):
+    """Turning compute_input_grad on between forward and backward changes the CPU path a
+    first layer would take; backward must still use the caches forward made."""
+    rng = np.random.default_rng(3)
+    layer = Conv2D(1, 4, 3, padding=1, dtype=np.float64, rng=rng)
+    x = rng.standard_normal((2, 1, 16, 16))
+    ref = Conv2D(1, 4, 3, padding=1, dtype=np.float64)
+    ref.load_state_dict(layer.state_dict())
+    with tinycnn.use_kernels(kernel_set):
+        layer.compute_input_grad = False
+        y = layer(x)
+        layer.compute_input_grad = True
+        assert layer._path(x.shape, False) != layer.impl  # the switch changes the choice
+        g = rng.standard_normal(y.shape)
+        dx = layer.backward(g)
+        np.testing.assert_allclose(y, ref(x), rtol=1e-12)
+        np.testing.assert_allclose(dx, ref.backward(g), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, ref.weight.grad, rtol=1e-10)

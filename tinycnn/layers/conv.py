@@ -111,6 +111,7 @@ class Conv2D(Module):
         self.cols = None
         self.x = None
         self.x_shape = None
+        self.impl = None
 
     def _resolve_padding(self, padding: IntOrPair | str) -> tuple[int, int, int, int]:
         if padding == "valid":
@@ -237,16 +238,9 @@ class Conv2D(Module):
     def forward(self, x: Any) -> Any:
         self._check(x)
         self.x_shape = x.shape
-        path = self._path(x.shape, backend.is_gpu_array(x))
-        if path == "depthwise":
-            return self._forward_depthwise(x)
-        if path == "wide":
-            return self._forward_wide(x)
-        if path == "pointwise":
-            return self._forward_pointwise(x)
-        if path == "images":
-            return self._forward_images(x)
-        return self._forward_rows(x)
+        # backward follows the same path, whatever changes in between (its caches differ)
+        self.impl = self._path(x.shape, backend.is_gpu_array(x))
+        return getattr(self, f"_forward_{self.impl}")(x)
 
     def backward(self, grad_out: Any) -> Any:
         self._need_cache(self.x_shape)
@@ -254,16 +248,7 @@ class Conv2D(Module):
             self.bias.accumulate(
                 grad_out.sum(axis=(0, 2, 3)).astype(self.bias.dtype, copy=False)
             )
-        path = self._path(self.x_shape, backend.is_gpu_array(grad_out))
-        if path == "depthwise":
-            return self._backward_depthwise(grad_out)
-        if path == "wide":
-            return self._backward_wide(grad_out)
-        if path == "pointwise":
-            return self._backward_pointwise(grad_out)
-        if path == "images":
-            return self._backward_images(grad_out)
-        return self._backward_rows(grad_out)
+        return getattr(self, f"_backward_{self.impl}")(grad_out)
 
     # --- one big GEMM over the (N*OH*OW, C*kH*kW) column matrix
 
@@ -535,6 +520,7 @@ class Conv2D(Module):
         self.cols = None
         self.x = None
         self.x_shape = None
+        self.impl = None
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
         kh, kw = self.kernel_size
