@@ -40,7 +40,8 @@ class Conv2D(Module):
     the bottom/right, as in PyTorch). Set ``compute_input_grad = False`` on a network's
     first layer: its backward then skips dL/dx and returns ``None``.
 
-    Three implementations, same results (``_path`` picks one; a test compares them):
+    Five implementations, same results (``_path`` picks one in forward, backward follows
+    it; a test compares them):
 
     * ``"rows"``, the formulas above: one GEMM over the whole batch (GPU, groups,
       asymmetric padding, and CPU layers with fewer than ``min_image_positions`` outputs
@@ -56,8 +57,8 @@ class Conv2D(Module):
     * ``"images"`` (CPU, one group, other strides): per image ``n``,
       ``cols_n (C*kH*kW, OH*OW)`` and ``Y_n = W_col cols_n + b`` is already NCHW;
       ``dW = sum_n G_n cols_n^T`` and ``dx_n = col2im(W_col^T G_n)``, ``G_n (O, OH*OW)``.
-    Both go through the images in chunks whose columns stay about ``chunk_bytes`` (in L2
-    cache); backward rebuilds them.
+      Like ``"wide"``, it goes through the images in chunks whose columns stay about
+      ``chunk_bytes`` (in L2 cache), and backward rebuilds them.
     * ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
       taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
 
@@ -211,8 +212,8 @@ class Conv2D(Module):
         ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
         padded input in cache-sized chunks;
         ``"pointwise"``: CPU, one group, 1x1 stride 1 unpadded: one GEMM for the batch;
-        ``"images"``: CPU, one group, at least ``min_image_positions`` outputs per image:
-        per-image column matrices in cache-sized chunks;
+        ``"images"``: CPU, one group, other strides, at least ``min_image_positions``
+        outputs per image: per-image column matrices in cache-sized chunks;
         ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
         """
         top, bottom, left, right = self._pads
@@ -230,7 +231,7 @@ class Conv2D(Module):
                     return "images"
                 # no dx (a first layer): a cached column matrix makes dW one GEMM
                 kh, kw = self.kernel_size
-                cols_bytes = x_shape[0] * oh * ow * self.in_channels * kh * kw * 4
+                cols_bytes = x_shape[0] * oh * ow * self.in_channels * kh * kw * 4  # float32
                 small = cols_bytes <= self.max_cached_cols_bytes
                 return "rows" if small and not self.compute_input_grad else "wide"
         return "rows"
