@@ -489,11 +489,9 @@ class Conv2D(Module):
             k.im2col_wide(xpad[s : s + nb], *self.kernel_size, self.dilation,
                           out=c_view.transpose(1, 0, 2))
             k.widen(g[s : s + nb], g_view.transpose(1, 0, 2, 3))
-            if nb == step:
-                dw += g_wide.reshape(o, -1) @ cols.reshape(rows, -1).T
-            else:  # the short last chunk: its views are not contiguous
-                dw += xp.ascontiguousarray(g_view).reshape(o, -1) @ (
-                    xp.ascontiguousarray(c_view).reshape(rows, -1).T)
+            # full chunks are contiguous already; only the short last one is copied
+            g2 = xp.ascontiguousarray(g_view).reshape(o, -1)
+            dw += g2 @ xp.ascontiguousarray(c_view).reshape(rows, -1).T
         return dw
 
     # --- depthwise (groups == in == out channels): a loop over the kH*kW taps
