@@ -1,24 +1,26 @@
-"""Thread defaults, applied at ``import tinycnn`` before NumPy (OpenBLAS) and Numba start.
+"""Thread defaults, applied at ``import tinycnn`` before Numba starts its pool.
 
 A training step alternates between two thread pools on the same cores: OpenBLAS (the
 matrix products) and Numba (the kernels, OpenMP threading layer by default). A pool whose
-idle workers busy-wait steals the cores the other pool needs next. Measured on a busy
-2-core VM (simple_convnet, batch 100, medians of runs alternating in fresh processes;
-re-measure with ``python benchmarks/speed.py --threads``):
+idle workers busy-wait steals the cores the other pool needs next. Measured on the 2-core
+VM (training step at batch 128, medians of 5 fresh processes, alternating; re-measure
+with ``python benchmarks/speed.py --threads --nets NET``):
 
-* ``OMP_WAIT_POLICY=ACTIVE`` (spinning OpenMP workers): about 6x slower than PASSIVE;
-* ``OMP_WAIT_POLICY=PASSIVE`` with ``OPENBLAS_THREAD_TIMEOUT=4`` (OpenBLAS workers sleep
-  after 2^4 cycles): the fastest. Numba's ``omp`` layer did at least as well as
-  ``workqueue`` (``tbb`` was not installed), and ``omp`` is safe to call from several
-  Python threads (``workqueue`` is not), so Numba's own choice of layer is kept.
+* ``OMP_WAIT_POLICY=ACTIVE`` (spinning OpenMP workers): 3x-50x slower than PASSIVE
+  (deep_convnet 7.2 s instead of 0.18 s), so tinycnn sets ``PASSIVE``.
+* OpenBLAS's own idle timeout (``OPENBLAS_THREAD_TIMEOUT``, default 2^28 cycles) is left
+  alone: shortening it to 2^4 cycles (sleep almost at once) made deep_convnet 279 instead
+  of 182 ms and resnet20 1.27 instead of 0.91 s a step, because the many matrix products
+  of a step each paid a wake-up; small nets moved within the noise (simple_convnet
+  26.8-34.0 ms, lenet5 12.8-18.3 ms across settings).
+* Numba's ``omp`` layer did at least as well as ``workqueue`` (``tbb`` is not installed)
+  and is safe to call from several Python threads (``workqueue`` is not), so Numba's own
+  choice of layer is kept.
 
-A value the user has already set in the environment always wins.
-
-Order matters: OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` once, when NumPy is first
-imported. If NumPy was imported before tinycnn, that default comes too late (the OpenMP
-one still applies: Numba loads OpenMP lazily). Then set it in the shell instead::
-
-    OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE python train.py
+A value the user has already set in the environment always wins. ``OMP_WAIT_POLICY`` is
+read when Numba first starts its OpenMP pool (lazily, at the first parallel kernel), so
+importing NumPy before tinycnn is fine; running a parallel Numba function of your own
+before ``import tinycnn`` is not (set ``OMP_WAIT_POLICY=PASSIVE`` in the shell then).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import sys
 
 DEFAULTS = {
     "OMP_WAIT_POLICY": "PASSIVE",
-    "OPENBLAS_THREAD_TIMEOUT": "4",
 }
 
 # Filled by apply_defaults(): what was set, and whether NumPy had been imported already.
