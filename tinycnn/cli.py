@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -152,12 +160,12 @@ def make_parser() -> argparse.ArgumentParser:
                         "without improvement); default: %(default)s")
     t.add_argument("--gamma", type=_positive_float, default=0.9,
                    help="decay per epoch of --schedule exponential (default: %(default)s)")
-    t.add_argument("--warmup", type=int, default=0, metavar="EPOCHS",
+    t.add_argument("--warmup", type=_nonnegative_int, default=0, metavar="EPOCHS",
                    help="linear warmup epochs before the schedule (default: 0)")
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--augment", action="store_true",
                    help="random crops (and horizontal flips for CIFAR-10)")
-    t.add_argument("--val-size", type=int, default=None, metavar="N",
+    t.add_argument("--val-size", type=_nonnegative_int, default=None, metavar="N",
                    help="training images held out for validation (default: 1/12 of them; "
                         "0: no validation)")
     t.add_argument("--patience", type=_positive_int, default=None,
@@ -205,8 +213,15 @@ def load_dataset(name: str, train: bool, data_dir: str | None,
         if name == "mnist":
             ds = MNIST(data_dir, train=train, download=download, fallback="embedded")
             if ds.is_subset:
-                desc = (f"embedded MNIST subset ({len(ds)} {split} images): full MNIST was not "
-                        "found (set TINYCNN_DATA or --data-dir, or add --download)")
+                # Name the folders and files, so a wrong --data-dir is obvious at a glance.
+                prefix = "train" if train else "t10k"
+                where = " or ".join(str(d) for d in ds.search_dirs)
+                reason = ("could not be downloaded (offline?)" if download
+                          else f"was not found in {where}")
+                desc = (f"embedded MNIST subset ({len(ds)} {split} images): full MNIST {reason}; "
+                        f"put {prefix}-images-idx3-ubyte.gz and {prefix}-labels-idx1-ubyte.gz "
+                        f"in {ds.search_dirs[0]}, point TINYCNN_DATA or --data-dir at their "
+                        "folder, or add --download")
             else:
                 desc = f"full MNIST from {ds.source} ({len(ds)} {split} images)"
         elif name == "fashion-mnist":
@@ -303,7 +318,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     batch = args.batch_size or (128 if args.dataset == "cifar10" else 100)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.dataset}-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
+    resume = Path(args.resume) if args.resume else None
+    if resume is not None and not resume.is_file():
+        raise UsageError(f"--resume: no checkpoint file at {resume}")
     print(f"tinycnn train: {args.model} on {args.dataset}, output in {out}")
 
     x, y, desc = load_dataset(args.dataset, True, args.data_dir, print, args.download)
@@ -325,13 +342,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     transform = _augmentation(args.dataset) if args.augment else None
     train_loader = _loader(x, y, args, batch, shuffle=True, seed=args.seed, transform=transform)
     model = build_model(args.model, classes, channels, size, args.seed)
-    optimizer = _make_optimizer(args, model)
-    scheduler = _make_schedule(args, optimizer, len(train_loader))
-    trainer = Trainer(model, SoftmaxCrossEntropy(args.label_smoothing), optimizer, scheduler,
+    try:  # out-of-range --momentum, --weight-decay, --label-smoothing: the classes say why
+        optimizer = _make_optimizer(args, model)
+        scheduler = _make_schedule(args, optimizer, len(train_loader))
+        loss = SoftmaxCrossEntropy(args.label_smoothing)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    trainer = Trainer(model, loss, optimizer, scheduler,
                       device=args.device, checkpoint=out / "checkpoint.npz",
                       patience=args.patience, progress=False if args.no_progress else None)
-    history = trainer.fit(train_loader, val_loader, epochs=args.epochs,
-                          resume=args.resume or False)
+    if resume is not None:
+        # Loaded once here to turn a checkpoint of another model, optimizer or data set
+        # into a one-line error; fit() loads it again (all absolute state, so idempotent).
+        try:
+            trainer.load_checkpoint(resume, train_loader)
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"--resume: cannot continue from {resume} with these options "
+                             f"(--model, --optimizer, --dataset must match that run): "
+                             f"{exc}") from None
+    # Created only now, so that a usage or data error leaves no empty run folder behind.
+    out.mkdir(parents=True, exist_ok=True)
+    history = trainer.fit(train_loader, val_loader, epochs=args.epochs, resume=resume or False)
     _write_text(out / "history.json", json.dumps(history.to_dict(), indent=1))
     if len(history):
         history.plot(out / "curves.png")
@@ -370,7 +401,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     args.dataset = dataset
     channels, size, classes, _, _ = DATASETS[dataset]
     model = build_model(name, config.get("num_classes", classes), channels, size, 0)
-    model.load(path)
+    try:
+        model.load(path)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        # Not a model.npz, or one of another model / data set: one line, not a traceback.
+        raise UsageError(f"cannot load {path} as {name} for {dataset}: {exc}") from None
     if args.device == "gpu":
         model.to("gpu")
     xt, yt, _ = load_dataset(dataset, False, args.data_dir, print, args.download)
@@ -392,8 +427,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
         try:
             shape = tuple(int(v) for v in args.input_shape.split(","))
         except ValueError:
-            raise UsageError(f"--input-shape must look like 3,32,32, got {args.input_shape!r}")\
-                from None
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:  # C,H,W: anything else fails deep in a layer
+            raise UsageError(f"--input-shape must look like 3,32,32, got {args.input_shape!r}")
     elif args.dataset:
         c, size, _, _, _ = DATASETS[args.dataset]
         shape = (c, size, size)
@@ -408,15 +444,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tinycnn`` console script; returns the exit status."""
     from tinycnn.backend import DeviceError
-    from tinycnn.data import DatasetNotFoundError
+    from tinycnn.data import DatasetFormatError, DatasetNotFoundError
 
     parser = make_parser()
     args = parser.parse_args(argv)
     commands = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary}
     try:
         return commands[args.command](args)
-    except (UsageError, DeviceError, DatasetNotFoundError) as exc:
-        # A bad combination of options, the GPU unusable, data missing: one clear line.
+    except (UsageError, DeviceError, DatasetNotFoundError, DatasetFormatError) as exc:
+        # Bad options, the GPU unusable, data missing or corrupt: one clear message.
         print(f"tinycnn {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -93,6 +93,17 @@ class Module:
                 f"{type(self).__name__}.__init__ must call super().__init__() "
                 "before assigning attributes"
             )
+        plain = not isinstance(value, (Parameter, Module))
+        if plain and name in self._buffers:
+            # PyTorch: assigning an array (or None) to a buffer's name updates the buffer
+            self._set_buffer(name, value)
+            return
+        if plain and value is not None and name in self._parameters:
+            raise TypeError(
+                f"{self._name()}: cannot assign {type(value).__name__} to parameter {name!r} "
+                "(a Parameter or None expected); to change its values, assign to "
+                f"{name}.data or use load_state_dict"
+            )
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
         if isinstance(value, Parameter):
@@ -100,6 +111,12 @@ class Module:
         elif isinstance(value, Module):
             self._modules[name] = value
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        # a deleted parameter, buffer or child leaves the parameters and the state dict too
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        object.__delattr__(self, name)
 
     def register_buffer(self, name: str, value: Any) -> None:
         """Keep ``value`` as saved, non-trainable state (e.g. BatchNorm's running mean)."""
@@ -362,7 +379,7 @@ def check_input(
             f"{name} expected a {' or '.join(map(str, dims))}-D input {layout}, "
             f"got shape {tuple(x.shape)}"
         )
-    if x.dtype.kind != "f":
+    if x.dtype not in _FLOAT_DTYPES:  # float16 or longdouble would reach the kernels
         raise LayerInputError(
             f"{name} expected a floating-point input (float32 or float64), got dtype {x.dtype}"
         )
@@ -372,6 +389,8 @@ def check_input(
             f"got {x.shape[channel_axis]} (input shape {tuple(x.shape)})"
         )
 
+
+_FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 _DEVICE_WORDS = {"cpu": "the CPU (a NumPy array)", "gpu": "the GPU (a CuPy array)"}
 

@@ -390,8 +390,12 @@ class Trainer:
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(self.epoch)
         self._run_epoch(train_loader, epochs, partial)
+        if partial["seen"] == 0:
+            # Otherwise the epoch would be recorded with loss 0.0 (a fake "best") untrained.
+            raise ValueError("the training loader gave no batches (drop_last=True with "
+                             "batch_size larger than the dataset?)")
         train_time = partial["time"]
-        seen = max(partial["seen"], 1)
+        seen = partial["seen"]
         row = {
             "epoch": self.epoch + 1,
             "train_loss": partial["loss_sum"] / seen,

@@ -113,13 +113,18 @@ class CIFAR10(ArrayDataset):
                 self.source = str(folder)
                 return [(str(folder / n), (folder / n).read_bytes()) for n in names]
         for archive in self._archives():
-            with tarfile.open(archive, "r:gz") as tar:
-                # Members are read by name, never extracted: no path in the archive is trusted.
-                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-                if all(n in members for n in names):
-                    self.source = str(archive)
-                    return [(f"{archive}:{members[n].name}", tar.extractfile(members[n]).read())
-                            for n in names]
+            try:
+                with tarfile.open(archive, "r:gz") as tar:
+                    # Members are read by name, never extracted: no archive path is trusted.
+                    members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                    if all(n in members for n in names):
+                        self.source = str(archive)
+                        return [(f"{archive}:{members[n].name}",
+                                 tar.extractfile(members[n]).read()) for n in names]
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                # A truncated or foreign archive put there by hand: say which file, no traceback.
+                raise DatasetFormatError(f"{archive}: not a readable {ARCHIVE} ({exc}); delete "
+                                         "it and fetch it again") from exc
         return None
 
     def _read_partial(self, probe: bool = False) -> tuple[np.ndarray, np.ndarray] | Path | None:

@@ -14,6 +14,7 @@ network to be tested.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -148,7 +149,10 @@ def download(
                     print(f"tinycnn: downloading {url} -> {dest}")
                 _fetch_once(url, dest, want, opener, timeout)
                 return dest
-            except (OSError, urllib.error.URLError, DownloadError, ValueError) as exc:
+            # HTTPException: a connection cut mid-body (IncompleteRead) is no OSError, but
+            # a retry or a mirror can still succeed.
+            except (OSError, urllib.error.URLError, http.client.HTTPException, DownloadError,
+                    ValueError) as exc:
                 failures.append(f"  {url} (attempt {attempt + 1}): {type(exc).__name__}: {exc}")
                 if isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500:
                     break

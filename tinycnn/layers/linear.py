@@ -38,17 +38,19 @@ class Affine(Module):
     def forward(self, x: Any) -> Any:
         check_input(self, x, 2, "(N, in_features)", channels=self.in_features, what="features")
         self.x = x
-        y = x @ self.weight.data.T
+        # Compute in x's dtype, as Conv2D does: a float32 input never meets float64 weights.
+        y = x @ self.weight.data.astype(x.dtype, copy=False).T
         if self.bias is not None:
-            y += self.bias.data
+            y += self.bias.data.astype(x.dtype, copy=False)
         return y
 
     def backward(self, grad_out: Any) -> Any:
         self._need_cache(self.x)
-        self.weight.accumulate(grad_out.T @ self.x)
+        # Gradients take the parameters' dtype, whatever the input's.
+        self.weight.accumulate((grad_out.T @ self.x).astype(self.weight.dtype, copy=False))
         if self.bias is not None:
-            self.bias.accumulate(grad_out.sum(axis=0))
-        return grad_out @ self.weight.data
+            self.bias.accumulate(grad_out.sum(axis=0).astype(self.bias.dtype, copy=False))
+        return grad_out @ self.weight.data.astype(grad_out.dtype, copy=False)
 
     def _clear_cache(self) -> None:
         self.x = None
