@@ -24,8 +24,11 @@ How they are built (see ``docs/kernels.md`` for each family):
 from __future__ import annotations
 
 import time
+import types
+from types import SimpleNamespace
 from typing import Any
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -53,6 +56,8 @@ __all__ = [
     "out_size",
     "relu_backward",
     "relu_forward",
+    "serial",
+    "threads",
     "warmup",
     "widen",
 ]
@@ -235,12 +240,16 @@ def im2col_wide(
     Same layout as :func:`tinycnn.kernels.reference.im2col_wide`: each row is one contiguous
     copy of ``OH*Wp`` elements, instead of ``OH`` short copies of ``OW``.
     """
+    return _im2col_wide(_im2col_wide_kernel, xpad, kh, kw, dilation, out)
+
+
+def _im2col_wide(kernel: Any, xpad: Any, kh: int, kw: int, dilation: Pair, out: Any) -> Any:
     n, c, hp, wp = xpad.shape
     dh, dw = dilation
     oh = hp - dh * (kh - 1)
     if out is None:
         out = np.empty((n, c * kh * kw, oh * wp), dtype=xpad.dtype)
-    _im2col_wide_kernel(_c(xpad), kh, kw, dh, dw, out)
+    kernel(_c(xpad), kh, kw, dh, dw, out)
     return out
 
 
@@ -258,9 +267,13 @@ def _crop_bias_kernel(src, bias, out):  # pragma: no cover
 
 def crop_bias(src: Any, bias: Any, out: Any) -> np.ndarray:
     """``out[...] = src[:, :, :OH, :OW] + bias[c]`` (``bias`` None: no bias); returns ``out``."""
-    n, c = out.shape[:2]
+    return _crop_bias(_crop_bias_kernel, src, bias, out)
+
+
+def _crop_bias(kernel: Any, src: Any, bias: Any, out: Any) -> Any:
+    c = out.shape[1]
     b = np.zeros(c, dtype=out.dtype) if bias is None else _c(bias).astype(out.dtype, copy=False)
-    _crop_bias_kernel(src, b, out)
+    kernel(src, b, out)
     return out
 
 
@@ -282,6 +295,54 @@ def widen(src: Any, out: Any) -> np.ndarray:
     """``out[..., :W] = src`` and zeros in the extra columns of ``out (N, C, H, W')``."""
     _widen_kernel(src, out)
     return out
+
+
+# Single-threaded, GIL-free twins of the wide-path kernels, for code that already splits
+# its images between threads (Conv2D's "wide" path through backend.split_images): each
+# thread then runs its own im2col, matrix product and crop on data in its own cache.
+def _twin(kernel: Any, name: str) -> Any:
+    """The kernel's Python function under another name, jitted serial and without the GIL.
+
+    A new name, because Numba's disk cache files a function by name and line, not by its
+    compile options: the same function jitted twice would share (and mix up) one entry.
+    """
+    func = types.FunctionType(kernel.py_func.__code__, kernel.py_func.__globals__, name)
+    func.__qualname__ = name
+    return njit(nogil=True, cache=True)(func)
+
+
+_serial = {
+    "im2col_wide": _twin(_im2col_wide_kernel, "_im2col_wide_serial_kernel"),
+    "crop_bias": _twin(_crop_bias_kernel, "_crop_bias_serial_kernel"),
+    "widen": _twin(_widen_kernel, "_widen_serial_kernel"),
+}
+
+
+def _serial_im2col_wide(
+    xpad: Any, kh: int, kw: int, dilation: Pair = (1, 1), out: Any = None
+) -> np.ndarray:
+    """:func:`im2col_wide` on the calling thread only."""
+    return _im2col_wide(_serial["im2col_wide"], xpad, kh, kw, dilation, out)
+
+
+def _serial_crop_bias(src: Any, bias: Any, out: Any) -> np.ndarray:
+    """:func:`crop_bias` on the calling thread only."""
+    return _crop_bias(_serial["crop_bias"], src, bias, out)
+
+
+def _serial_widen(src: Any, out: Any) -> np.ndarray:
+    """:func:`widen` on the calling thread only."""
+    _serial["widen"](src, out)
+    return out
+
+
+serial = SimpleNamespace(im2col_wide=_serial_im2col_wide, crop_bias=_serial_crop_bias,
+                         widen=_serial_widen)
+
+
+def threads() -> int:
+    """Numba's thread count (``NUMBA_NUM_THREADS``, or ``numba.set_num_threads``)."""
+    return numba.get_num_threads()
 
 
 @njit(parallel=True, cache=True)
@@ -873,6 +934,10 @@ def warmup() -> float:
         crop_bias(x, x[0, :, 0, 0], np.empty((2, 3, 4, 4), dtype=dtype))
         crop_bias(x[:, :, 1:, :], None, np.empty((2, 3, 4, 4), dtype=dtype))
         widen(x[:, :, 1:, 1:], np.empty((2, 3, 5, 8), dtype=dtype))
+        serial.im2col_wide(x, 3, 3)
+        serial.crop_bias(x, x[0, :, 0, 0], np.empty((2, 3, 4, 4), dtype=dtype))
+        serial.crop_bias(x[:, :, 1:, :], None, np.empty((2, 3, 4, 4), dtype=dtype))
+        serial.widen(x[:, :, 1:, 1:], np.empty((2, 3, 5, 8), dtype=dtype))
         wt = x[0, :, :3, :3].reshape(3, 1, 3, 3)
         y = depthwise_conv2d_forward(x, wt, (1, 1), (1, 1))
         depthwise_conv2d_backward(y, x, wt, (1, 1), (1, 1))

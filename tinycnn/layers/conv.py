@@ -73,6 +73,11 @@ class Conv2D(Module):
     chunk_bytes = 2**19
     #: False forces the one-big-GEMM path on the CPU too (for comparisons).
     use_image_chunks = True
+    #: Wide path on the CPU: each thread takes a range of images (``backend.split_images``)
+    #: in chunks of about this many bytes of columns. False: one thread walks the chunks
+    #: and every kernel and product is parallel on its own (for comparisons).
+    split_images = True
+    split_chunk_bytes = 2**21
     #: ... and only when an image has at least this many output positions.
     min_image_positions = 256
 
@@ -321,7 +326,8 @@ class Conv2D(Module):
         x = self.x
         n, c, h, wd = x.shape
         o = self.out_channels
-        g3 = xp.ascontiguousarray(grad_out).reshape(n, o, -1)  # (N, O, L): G_n per image
+        positions = grad_out.shape[2] * grad_out.shape[3]  # not -1: fails for an empty batch
+        g3 = xp.ascontiguousarray(grad_out).reshape(n, o, positions)  # (N, O, L): G_n per image
         w = self.weight.data.astype(g3.dtype, copy=False).reshape(o, -1)
         need_w = self.weight.requires_grad
         dw = xp.zeros(w.shape, dtype=g3.dtype) if need_w else None
@@ -388,11 +394,11 @@ class Conv2D(Module):
 
     def _wide_step(self, rows: int, length: int, itemsize: int, n: int) -> int:
         """Images per chunk so that a chunk's ``(rows, length)`` columns stay in L2."""
-        return max(1, min(n, self.chunk_bytes // (rows * length * itemsize)))
+        size = self.split_chunk_bytes if self.split_images else self.chunk_bytes
+        return max(1, min(n, size // (rows * length * itemsize)))
 
     def _forward_wide(self, x: Any) -> Any:
         xp = backend.get_array_module(x)
-        k = backend.kernels(x)
         n, o, oh, ow = out_shape = self.output_shape(x.shape)
         top, _, left, _ = self._pads
         xpad = xp.pad(x, ((0, 0), (0, 0), (top, top), (left, left))) if top or left else x
@@ -400,17 +406,22 @@ class Conv2D(Module):
         wp = self.x.shape[3]
         w = self.weight.data.astype(x.dtype, copy=False).reshape(o, -1)
         length = oh * wp
-        step = self._wide_step(w.shape[1], length, x.dtype.itemsize, n)
-        cols = xp.empty((step, w.shape[1], length), dtype=x.dtype)
-        rows = xp.empty((step, o, length), dtype=x.dtype)
         y = xp.empty(out_shape, dtype=x.dtype)
         bias = self._bias_data()
-        for s in range(0, n, step):
-            nb = min(step, n - s)
-            k.im2col_wide(self.x[s : s + nb], *self.kernel_size, self.dilation, out=cols[:nb])
-            backend.matmul(w, cols[:nb], out=rows[:nb])  # (O, CKK) @ (nb, CKK, OH*Wp)
-            # drop the wrapped columns, add the bias, write NCHW
-            k.crop_bias(rows[:nb].reshape(nb, o, oh, wp), bias, y[s : s + nb])
+
+        def work(lo: int, hi: int, k: Any) -> None:  # images [lo, hi), chunk by chunk
+            step = self._wide_step(w.shape[1], length, x.dtype.itemsize, hi - lo)
+            cols = xp.empty((step, w.shape[1], length), dtype=x.dtype)
+            rows = xp.empty((step, o, length), dtype=x.dtype)
+            for s in range(lo, hi, step):
+                nb = min(step, hi - s)
+                k.im2col_wide(self.x[s : s + nb], *self.kernel_size, self.dilation,
+                              out=cols[:nb])
+                backend.matmul(w, cols[:nb], out=rows[:nb])  # (O, CKK) @ (nb, CKK, OH*Wp)
+                # drop the wrapped columns, add the bias, write NCHW
+                k.crop_bias(rows[:nb].reshape(nb, o, oh, wp), bias, y[s : s + nb])
+
+        backend.split_images(n, work, x, self.split_images)
         return y
 
     def _backward_wide(self, grad_out: Any) -> Any:
@@ -423,7 +434,6 @@ class Conv2D(Module):
         with zero columns to the padded width of x.
         """
         xp = backend.get_array_module(grad_out)
-        k = backend.kernels(grad_out)
         xpad = self.x
         n, c, h, w = self.x_shape
         o, (kh, kw), (dh, dil_w) = self.out_channels, self.kernel_size, self.dilation
@@ -446,21 +456,29 @@ class Conv2D(Module):
         wg = gpad.shape[3]  # = W + dw*(kw - 1): the row width of Gc and of dx before the crop
         wf = xp.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
         length = h * wg
-        step = self._wide_step(wf.shape[1], length, g.dtype.itemsize, n)
-        gc = xp.empty((step, wf.shape[1], length), dtype=g.dtype)
-        dx_rows = xp.empty((step, c, length), dtype=g.dtype)
-        x_wide = xp.empty((step, c, h, wg), dtype=g.dtype)  # x with zero columns up to wg
-        dw_rows = xp.zeros((wf.shape[1], c), dtype=g.dtype) if need_w else None
         dx = xp.empty(self.x_shape, dtype=g.dtype)
-        for s in range(0, n, step):
-            nb = min(step, n - s)
-            k.im2col_wide(gpad[s : s + nb], kh, kw, self.dilation, out=gc[:nb])
-            backend.matmul(wf, gc[:nb], out=dx_rows[:nb])  # (C, OKK) @ (nb, OKK, H*Wg)
-            k.crop_bias(dx_rows[:nb].reshape(nb, c, h, wg), None, dx[s : s + nb])
-            if need_w:
-                k.widen(xpad[s : s + nb, :, top : top + h, left : left + w], x_wide[:nb])
-                xw = x_wide[:nb].reshape(nb, c, length)
-                backend.matmul_sum(gc[:nb], xw.transpose(0, 2, 1), dw_rows)
+        dw_parts: dict[int, Any] = {}  # per range of images, summed in a fixed order
+
+        def work(lo: int, hi: int, k: Any) -> None:  # images [lo, hi), chunk by chunk
+            step = self._wide_step(wf.shape[1], length, g.dtype.itemsize, hi - lo)
+            gc = xp.empty((step, wf.shape[1], length), dtype=g.dtype)
+            dx_rows = xp.empty((step, c, length), dtype=g.dtype)
+            x_wide = xp.empty((step, c, h, wg), dtype=g.dtype)  # x, zero columns up to wg
+            dw_rows = xp.zeros((wf.shape[1], c), dtype=g.dtype) if need_w else None
+            for s in range(lo, hi, step):
+                nb = min(step, hi - s)
+                k.im2col_wide(gpad[s : s + nb], kh, kw, self.dilation, out=gc[:nb])
+                backend.matmul(wf, gc[:nb], out=dx_rows[:nb])  # (C, OKK) @ (nb, OKK, H*Wg)
+                k.crop_bias(dx_rows[:nb].reshape(nb, c, h, wg), None, dx[s : s + nb])
+                if need_w:
+                    k.widen(xpad[s : s + nb, :, top : top + h, left : left + w], x_wide[:nb])
+                    xw = x_wide[:nb].reshape(nb, c, length)
+                    backend.matmul_sum(gc[:nb], xw.transpose(0, 2, 1), dw_rows)
+            dw_parts[lo] = dw_rows
+
+        backend.split_images(n, work, g, self.split_images)
+        if need_w:
+            dw_rows = sum(dw_parts[lo] for lo in sorted(dw_parts))
         if need_w:  # rows (o, i', j'), columns c: flip the taps back
             d = dw_rows.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
             self.weight.accumulate(xp.ascontiguousarray(d, dtype=self.weight.dtype))
@@ -474,25 +492,30 @@ class Conv2D(Module):
         the matrix product.
         """
         xp = backend.get_array_module(g)
-        k = backend.kernels(g)
         n, o, oh, ow = g.shape
         wp = xpad.shape[3]
         rows = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         length = oh * wp
-        step = self._wide_step(rows, length, g.dtype.itemsize, n)
-        cols = xp.empty((rows, step, length), dtype=g.dtype)
-        g_wide = xp.empty((o, step, oh, wp), dtype=g.dtype)
-        dw = xp.zeros((o, rows), dtype=g.dtype)
-        for s in range(0, n, step):
-            nb = min(step, n - s)
-            c_view, g_view = cols[:, :nb], g_wide[:, :nb]
-            k.im2col_wide(xpad[s : s + nb], *self.kernel_size, self.dilation,
-                          out=c_view.transpose(1, 0, 2))
-            k.widen(g[s : s + nb], g_view.transpose(1, 0, 2, 3))
-            # full chunks are contiguous already; only the short last one is copied
-            g2 = xp.ascontiguousarray(g_view).reshape(o, -1)
-            dw += g2 @ xp.ascontiguousarray(c_view).reshape(rows, -1).T
-        return dw
+        dw_parts: dict[int, Any] = {}  # per range of images, summed in a fixed order
+
+        def work(lo: int, hi: int, k: Any) -> None:  # images [lo, hi), chunk by chunk
+            step = self._wide_step(rows, length, g.dtype.itemsize, hi - lo)
+            cols = xp.empty((rows, step, length), dtype=g.dtype)
+            g_wide = xp.empty((o, step, oh, wp), dtype=g.dtype)
+            dw = xp.zeros((o, rows), dtype=g.dtype)
+            for s in range(lo, hi, step):
+                nb = min(step, hi - s)
+                c_view, g_view = cols[:, :nb], g_wide[:, :nb]
+                k.im2col_wide(xpad[s : s + nb], *self.kernel_size, self.dilation,
+                              out=c_view.transpose(1, 0, 2))
+                k.widen(g[s : s + nb], g_view.transpose(1, 0, 2, 3))
+                # full chunks are contiguous already; only the short last one is copied
+                g2 = xp.ascontiguousarray(g_view).reshape(o, -1)
+                dw += g2 @ xp.ascontiguousarray(c_view).reshape(rows, -1).T
+            dw_parts[lo] = dw
+
+        backend.split_images(n, work, g, self.split_images)
+        return sum(dw_parts[lo] for lo in sorted(dw_parts))
 
     # --- depthwise (groups == in == out channels): a loop over the kH*kW taps
 
