@@ -51,7 +51,8 @@ class Conv2D(Module):
       plane (output rows keep the padded width ``Wp``; the extra ``Wp - OW`` columns are
       cropped). ``Y_n = W_col cols_n + b`` is NCHW. Backward: dx is itself a stride-1
       convolution of G (padded by ``d*(k-1) - p``) with the flipped, transposed kernel,
-      and the same columns of G give dW (no im2col of x, no col2im).
+      and the same columns of G give dW (no im2col of x, no col2im). On the CPU each
+      thread takes its own range of images (``backend.split_images``).
     * ``"pointwise"`` (CPU, one group, 1x1, stride 1, no padding): x as ``(C, N*H*W)``,
       ``Y^T = W X^T``: one matrix product for the whole batch (and two in backward).
     * ``"images"`` (CPU, one group, other strides): per image ``n``,
