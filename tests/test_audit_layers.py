@@ -142,3 +142,14 @@ def test_affine_gradcheck_float64() -> None:
     rng = np.random.default_rng(2)
     model = Sequential(Affine(6, 4, rng=rng), ReLU(), Affine(4, 3, rng=rng))
     gradcheck(model, rng.standard_normal((5, 6)))
+
+
+def test_numpy_integer_sizes_are_accepted() -> None:
+    from tinycnn.data.augment import RandomCrop
+    from tinycnn.layers.lrn import LocalResponseNorm
+
+    assert RandomCrop(np.int64(24), padding=2).size == (24, 24)
+    lrn = LocalResponseNorm(np.int64(5))
+    assert lrn.size == 5 and type(lrn.size) is int
+    with pytest.raises(ValueError, match="LocalResponseNorm"):
+        LocalResponseNorm(True)

@@ -156,3 +156,19 @@ def test_save_is_atomic_and_creates_folders(tmp_path: Path) -> None:
     plot.plot_feature_maps(np.ones((2, 4, 4)), path=target)
     check_png(target)
     assert [p.name for p in target.parent.iterdir()] == ["f.png"]
+
+
+def test_saved_figure_is_readable_by_others_and_a_failed_save_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "f.png"
+    plot.plot_feature_maps(np.ones((2, 4, 4)), path=target)
+    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+
+    class Broken:
+        def savefig(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        plot.save_figure(Broken(), tmp_path / "g.svg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]

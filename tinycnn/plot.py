@@ -11,12 +11,13 @@ on a 2-D function).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tinycnn.files import atomic_write
 
 
 def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Any, Any]:
@@ -34,17 +35,9 @@ def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Any, Any
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` atomically (temp file in the same folder, then rename); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix or ".png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    fmt = path.suffix.lstrip(".") or "png"
+    with atomic_write(path) as f:  # readable by others (0644), like every other file
+        fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
     return path
 
 

@@ -74,7 +74,9 @@ class RandomCrop(Transform):
     def __init__(self, size: int | Sequence[int], padding: int = 0,
                  seed: int | None = None) -> None:
         super().__init__(seed)
-        self.size = (int(size), int(size)) if isinstance(size, int) else tuple(map(int, size))
+        # NumPy integers count as ints too (a size computed with NumPy)
+        one = isinstance(size, (int, np.integer))
+        self.size = (int(size), int(size)) if one else tuple(map(int, size))
         if padding < 0:
             raise ValueError(f"RandomCrop: padding must be >= 0, got {padding}")
         self.padding = int(padding)

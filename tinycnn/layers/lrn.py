@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from tinycnn import backend
@@ -35,9 +36,9 @@ class LocalResponseNorm(Module):
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(size, int) or size < 1:
+        if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
             raise ValueError(f"LocalResponseNorm: size must be a positive int, got {size!r}")
-        self.size = size
+        self.size = int(size)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.k = float(k)
