@@ -153,3 +153,23 @@ def test_numpy_integer_sizes_are_accepted() -> None:
     assert lrn.size == 5 and type(lrn.size) is int
     with pytest.raises(ValueError, match="LocalResponseNorm"):
         LocalResponseNorm(True)
+
+
+def test_a_module_reached_twice_is_listed_once() -> None:
+    from tinycnn.containers import Sequential
+    from tinycnn.layers import ReLU
+
+    act = ReLU()
+    model = Sequential(act, Sequential(act))
+    names = [name for name, _ in model.named_modules()]
+    assert names == ["", "0", "1"]  # the shared ReLU at its first name, as in PyTorch
+    assert sum(m is act for m in model.modules()) == 1
+
+
+def test_sgd_momentum_follows_pytorch_rule() -> None:
+    from tinycnn import optim
+    from tinycnn.layers import Affine
+
+    optim.SGD(Affine(2, 2), lr=0.1, momentum=1.0)  # allowed in PyTorch too
+    with pytest.raises(ValueError, match="momentum must be >= 0"):
+        optim.SGD(Affine(2, 2), lr=0.1, momentum=-0.1)

@@ -104,10 +104,22 @@ def test_gradcheck_dropout2d(shape, p, training, seed):
     assert gradcheck(layer, x, seed=seed) < 1e-6
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+@pytest.mark.parametrize("p", [-0.1, 1.5])
 def test_invalid_p(p):
-    with pytest.raises(ValueError, match=r"Dropout p .*\[0, 1\)"):
+    with pytest.raises(ValueError, match=r"Dropout p .*\[0, 1\]"):
         Dropout(p)
+
+
+@pytest.mark.parametrize("cls", [Dropout, Dropout2D])
+def test_p_one_drops_everything_in_training_only(cls):
+    # PyTorch allows p = 1: zeros out and zero gradient in training, identity in eval
+    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4)) + 5.0
+    layer = cls(1.0, seed=0)
+    y = layer(x)
+    assert np.all(y == 0) and np.all(np.isfinite(y))
+    assert np.all(layer.backward(np.ones_like(x)) == 0)
+    layer.eval()
+    np.testing.assert_array_equal(layer(x), x)
 
 
 @pytest.mark.parametrize(

@@ -249,8 +249,8 @@ class SGD(Optimizer):
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
         name = type(self).__name__
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"{name}: momentum must be in [0, 1), got {momentum}")
+        if momentum < 0.0:  # PyTorch's only rule; momentum >= 1 diverges, but is allowed
+            raise ValueError(f"{name}: momentum must be >= 0, got {momentum}")
         if nesterov and (momentum == 0 or dampening != 0):
             raise ValueError(f"{name}: Nesterov momentum requires momentum > 0 and dampening = 0")
         self.momentum = float(momentum)

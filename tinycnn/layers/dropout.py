@@ -33,10 +33,10 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
+        if not 0.0 <= p <= 1.0:
             raise ValueError(
                 f"{self._name()} p is the probability of dropping a value and must be in "
-                f"[0, 1), got {p}"
+                f"[0, 1], got {p}"
             )
         self.p = float(p)
         self.rng = np.random.default_rng(seed)
@@ -56,7 +56,8 @@ class Dropout(Module):
         keep = self.rng.random(self._mask_shape(x), dtype=np.float32) >= self.p
         keep = backend.to_device(keep, backend.device_of(x))
         self.mask = keep.astype(x.dtype)
-        self.mask *= 1.0 / (1.0 - self.p)
+        if self.p < 1.0:  # p = 1 drops everything: the mask stays all zeros (as in PyTorch)
+            self.mask *= 1.0 / (1.0 - self.p)
         return x * self.mask
 
     def backward(self, grad_out: Any) -> Any:
