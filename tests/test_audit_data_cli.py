@@ -140,6 +140,10 @@ def test_eval_of_a_mismatched_or_foreign_file_is_one_line(tmp_path: Path, capsys
     assert main(["eval", str(out / "curves.png"), "--model", "lenet5", "--dataset",
                  "mnist"]) == 1
     assert "cannot load" in capsys.readouterr().err
+    (out / "model.json").write_text("{not json")
+    assert main(["eval", str(out / "model.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "is not the JSON that train writes" in err and "Traceback" not in err
 
 
 def test_bad_hyperparameters_are_usage_errors(tmp_path: Path, capsys) -> None:

@@ -169,7 +169,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="training images held out for validation (default: 1/12 of them; "
                         "0: no validation)")
     t.add_argument("--patience", type=_positive_int, default=None,
-                   help="early stopping after this many epochs without val-loss improvement")
+                   help="early stopping after this many epochs without improvement of the "
+                        "validation loss (of the training loss with --val-size 0)")
     t.add_argument("--seed", type=int, default=0, help="seed of weights, split, order and "
                    "augmentation; the same seed repeats a CPU run exactly (default: 0)")
     t.add_argument("--out", default=None,
@@ -393,7 +394,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"no model file at {path}")
     meta_path = path.with_suffix(".json")
-    config = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        config = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{meta_path} is not the JSON that train writes ({exc}); delete it "
+                         "and pass --model and --dataset") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{meta_path} is not the JSON that train writes; delete it and "
+                         "pass --model and --dataset")
     name = args.model or config.get("model")
     dataset = args.dataset or config.get("dataset")
     if name is None or dataset is None:
