@@ -274,16 +274,14 @@ def measure_memory(side: str, net: str, batch: int) -> dict[str, Any]:
 
 
 THREAD_CONFIGS = {
-    "PASSIVE + OpenBLAS default timeout (tinycnn's default)": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "28"},
+    "PASSIVE + OpenBLAS timeout 20 (tinycnn's default)": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20"},
     "PASSIVE + OpenBLAS timeout 4": {
         "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"},
-    "PASSIVE + OpenBLAS timeout 18": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "18"},
-    "PASSIVE + OpenBLAS timeout 20": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20"},
-    "PASSIVE + default timeout + Numba workqueue": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "28",
+    "PASSIVE + OpenBLAS default timeout (28)": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "28"},
+    "PASSIVE + timeout 20 + Numba workqueue": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20",
         "NUMBA_THREADING_LAYER": "workqueue"},
 }
 

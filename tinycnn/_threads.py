@@ -1,26 +1,30 @@
-"""Thread defaults, applied at ``import tinycnn`` before Numba starts its pool.
+"""Thread defaults, applied at ``import tinycnn`` before NumPy (OpenBLAS) and Numba start.
 
 A training step alternates between two thread pools on the same cores: OpenBLAS (the
 matrix products) and Numba (the kernels, OpenMP threading layer by default). A pool whose
-idle workers busy-wait steals the cores the other pool needs next. Measured on the 2-core
-VM (training step at batch 128, medians of 5 fresh processes, alternating; re-measure
-with ``python benchmarks/speed.py --threads --nets NET``):
+idle workers busy-wait steals the cores the other pool needs next; one that sleeps at once
+pays a wake-up for every call. Measured on the 2-core VM (training step at batch 128,
+medians of 3-5 fresh processes, alternating; ``python benchmarks/speed.py --threads
+--nets NET`` re-measures):
 
 * ``OMP_WAIT_POLICY=ACTIVE`` (spinning OpenMP workers): 3x-50x slower than PASSIVE
   (deep_convnet 7.2 s instead of 0.18 s), so tinycnn sets ``PASSIVE``.
-* OpenBLAS's own idle timeout (``OPENBLAS_THREAD_TIMEOUT``, default 2^28 cycles) is left
-  alone: shortening it to 2^4 cycles (sleep almost at once) made deep_convnet 279 instead
-  of 182 ms and resnet20 1.27 instead of 0.91 s a step, because the many matrix products
-  of a step each paid a wake-up; small nets moved within the noise (simple_convnet
-  26.8-34.0 ms, lenet5 12.8-18.3 ms across settings).
+* ``OPENBLAS_THREAD_TIMEOUT`` (idle OpenBLAS workers spin for 2^N cycles, then sleep):
+  N = 20 (about 0.4 ms) was the best or near it for every net: lenet5 20.5 ms, deep_convnet
+  139 ms, resnet20 716 ms a step, against 34 / 227 / 869 ms with OpenBLAS's default 28
+  (its workers spin through the Numba kernels that follow a product) and 23 / 142 / 722 ms
+  with 4 (every product pays a wake-up), so tinycnn sets 20.
 * Numba's ``omp`` layer did at least as well as ``workqueue`` (``tbb`` is not installed)
   and is safe to call from several Python threads (``workqueue`` is not), so Numba's own
   choice of layer is kept.
 
-A value the user has already set in the environment always wins. ``OMP_WAIT_POLICY`` is
-read when Numba first starts its OpenMP pool (lazily, at the first parallel kernel), so
-importing NumPy before tinycnn is fine; running a parallel Numba function of your own
-before ``import tinycnn`` is not (set ``OMP_WAIT_POLICY=PASSIVE`` in the shell then).
+A value the user has already set in the environment always wins.
+
+Order matters: OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` once, when NumPy is first
+imported. If NumPy was imported before tinycnn, that default comes too late (the OpenMP
+one still applies: Numba starts OpenMP lazily). Then set it in the shell instead::
+
+    OPENBLAS_THREAD_TIMEOUT=20 OMP_WAIT_POLICY=PASSIVE python train.py
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sys
 
 DEFAULTS = {
     "OMP_WAIT_POLICY": "PASSIVE",
+    "OPENBLAS_THREAD_TIMEOUT": "20",
 }
 
 # Filled by apply_defaults(): what was set, and whether NumPy had been imported already.
