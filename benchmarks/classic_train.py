@@ -20,14 +20,15 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from tinycnn import backend, models
 from tinycnn.data import CIFAR10, Compose, DataLoader, RandomCrop, RandomHorizontalFlip
 from tinycnn.files import atomic_write
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.metrics import evaluate
 from tinycnn.optim import SGD
+
+# NumPy through tinycnn, so tinycnn's thread defaults are set before NumPy loads OpenBLAS
+np = backend.numpy
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)

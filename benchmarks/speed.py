@@ -58,10 +58,12 @@ class TinycnnRunner:
     """Builds tinycnn nets and times steps with one kernel set."""
 
     def __init__(self, kernels: str) -> None:
-        import numpy as np
-
+        # tinycnn before NumPy: its thread defaults must be in the environment when NumPy
+        # loads OpenBLAS (see tinycnn/_threads.py)
         import tinycnn
+        from tinycnn import backend
 
+        np = backend.numpy
         self.np = np
         self.tinycnn = tinycnn
         self.kernels = kernels

@@ -29,8 +29,6 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 import tinycnn  # noqa: E402
 from tinycnn import losses, models, optim  # noqa: E402
 from tinycnn.containers import Sequential  # noqa: E402
@@ -41,6 +39,8 @@ from tinycnn.layers.norm import BatchNorm2D  # noqa: E402
 from tinycnn.layers.pool import MaxPool2D  # noqa: E402
 from tinycnn.layers.shape import Flatten  # noqa: E402
 
+# NumPy through tinycnn, so tinycnn's thread defaults are set before NumPy loads OpenBLAS
+np = tinycnn.backend.numpy
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics
 
 
