@@ -394,14 +394,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"no model file at {path}")
     meta_path = path.with_suffix(".json")
-    try:
+    try:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         config = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if not isinstance(config, dict):
+            raise ValueError(f"a {type(config).__name__}, not an object")
+    except ValueError as exc:
         raise UsageError(f"{meta_path} is not the JSON that train writes ({exc}); delete it "
                          "and pass --model and --dataset") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{meta_path} is not the JSON that train writes; delete it and "
-                         "pass --model and --dataset")
     name = args.model or config.get("model")
     dataset = args.dataset or config.get("dataset")
     if name is None or dataset is None:
