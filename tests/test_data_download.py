@@ -193,6 +193,10 @@ def test_mnist_offline_message_names_files_and_folder(tmp_path: Path,
     text = str(info.value)
     assert "t10k-images-idx3-ubyte.gz" in text and str(root / "mnist") in text
     assert "put these files in" in text and "download failed" in text
+    instructions = text[text.index("put these files in"):]
+    assert "t10k-images-idx3-ubyte.gz" in instructions  # every missing file, not just the
+    assert "t10k-labels-idx1-ubyte.gz" in instructions  # first one that failed
+    assert text.count("put these files in") == 1
     assert [p for p in (root / "mnist").iterdir()] == []
     with pytest.warns(DatasetWarning, match="download failed"):
         sub = MNIST(root, train=False, download=True, fallback="embedded")

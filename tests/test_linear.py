@@ -98,8 +98,10 @@ def test_float32_stays_float32():
 @pytest.mark.parametrize(
     "x, pattern",
     [
-        (np.ones((2, 5, 1), np.float32), r"Affine expected a 2-D input.*\(2, 5, 1\)"),
+        (np.ones((2, 5, 1), np.float32), r"Affine expected 5 features.*got 1.*\(2, 5, 1\)"),
         (np.ones((2, 4), np.float32), r"Affine expected 5 features.*got 4"),
+        (np.ones((2, 5, 3, 3), np.float32), r"Affine expected 5 features.*Flatten\(\)"),
+        (np.float32(1.0), r"Affine expected a 1-D input"),
         (np.ones((2, 5), np.int64), r"Affine expected a floating-point.*int64"),
     ],
 )
@@ -119,3 +121,42 @@ def test_macs_and_seeded_init():
     b = Affine(6, 4, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(a.weight.data, b.weight.data)
     np.testing.assert_array_equal(a.bias.data, np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 4), (2, 1, 3, 4), (0, 4)])
+def test_acts_on_the_last_axis_like_pytorch_linear(shape):
+    """(*, in_features) -> (*, out_features): each leading index is one row of x W^T + b."""
+    layer = Affine(4, 3, dtype=np.float64, rng=RNG)
+    layer.bias.data[...] = RNG.normal(size=3)
+    x = RNG.normal(size=shape)
+    g = RNG.normal(size=shape[:-1] + (3,))
+    y = layer(x)
+    rows = x.reshape(-1, 4)
+    assert y.shape == shape[:-1] + (3,)
+    np.testing.assert_allclose(y.reshape(-1, 3), rows @ layer.weight.data.T + layer.bias.data)
+    dx = layer.backward(g)
+    assert dx.shape == shape
+    np.testing.assert_allclose(layer.weight.grad, g.reshape(-1, 3).T @ rows, atol=1e-12)
+    np.testing.assert_allclose(layer.bias.grad, g.reshape(-1, 3).sum(axis=0), atol=1e-12)
+    assert Affine(4, 3).macs(shape, shape[:-1] + (3,)) == int(np.prod(shape[:-1])) * 12
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3, 3)])
+def test_gradcheck_affine_on_other_ranks(shape):
+    rng = np.random.default_rng(5)
+    layer = Affine(3, 2, rng=rng)
+    layer.bias.data[...] = rng.normal(size=2)
+    assert gradcheck(layer, rng.normal(size=shape), seed=5) < 1e-6
+
+
+def test_matches_pytorch_linear_on_3d_input():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed; parity test skipped")
+    ref = torch.nn.Linear(4, 3).double()
+    layer = Affine(4, 3, dtype=np.float64)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    x, g = RNG.normal(size=(2, 5, 4)), RNG.normal(size=(2, 5, 3))
+    xt = torch.tensor(x, requires_grad=True)
+    ref(xt).backward(torch.from_numpy(g))
+    np.testing.assert_allclose(layer(x), ref(xt).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, ref.weight.grad.numpy(), rtol=1e-12)

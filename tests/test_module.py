@@ -10,7 +10,7 @@ import pytest
 from tinycnn import backend
 from tinycnn.backend import DeviceError
 from tinycnn.layers import Affine, BatchNorm1D, Dropout, ReLU
-from tinycnn.module import BackwardBeforeForwardError, Module, Parameter
+from tinycnn.module import BackwardBeforeForwardError, Module, Parameter, StateDictError
 
 
 class Block(Module):
@@ -174,9 +174,11 @@ def test_load_state_dict_lists_every_problem_and_loads_nothing():
     del state["head.bias"]
     state["first.fc.weight"] = np.zeros((5, 3))
     state["extra.weight"] = np.zeros(2)
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(RuntimeError) as info:  # PyTorch's exception type
         net.load_state_dict(state)
+    assert isinstance(info.value, KeyError) and isinstance(info.value, StateDictError)
     message = str(info.value)
+    assert message.startswith("load_state_dict into Net failed")  # not quoted like KeyError
     assert "nothing was loaded" in message
     assert "unexpected keys: ['extra.weight']" in message
     assert "missing keys: ['head.bias']" in message

@@ -16,6 +16,7 @@ from tinycnn.module import (  # noqa: E402
     LayerInputError,
     Module,
     Parameter,
+    StateDictError,
 )
 from tinycnn.optim import (  # noqa: E402
     SGD,
@@ -37,6 +38,7 @@ __all__ = [
     "LayerInputError",
     "Module",
     "Parameter",
+    "StateDictError",
     "backend",
     "current_kernels",
     "gpu_available",

@@ -281,9 +281,9 @@ class Module:
         """Copy arrays from ``state`` into the model, keeping its device and dtype.
 
         Everything is checked first: unknown keys, missing keys (when ``strict``) and shape
-        mismatches are listed together in one ``KeyError``/``ValueError``, and nothing is
-        loaded in that case. Extra keys such as PyTorch's ``num_batches_tracked`` are
-        ignored when ``strict=False``.
+        mismatches are listed together in one :class:`StateDictError` (a ``RuntimeError``,
+        as in PyTorch, and a ``KeyError``), and nothing is loaded in that case. Extra keys
+        such as PyTorch's ``num_batches_tracked`` are ignored when ``strict=False``.
         """
         targets: dict[str, tuple[Module, str, bool]] = {}
         for mod_name, module in self.named_modules():
@@ -309,7 +309,7 @@ class Module:
         if mismatched:
             problems.append("shape mismatches: " + "; ".join(mismatched))
         if problems:
-            raise KeyError(
+            raise StateDictError(
                 f"load_state_dict into {self._name()} failed, nothing was loaded. "
                 + " | ".join(problems)
             )
@@ -361,6 +361,15 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
     """``numpy.savez`` written atomically (temp file in the target folder, then rename)."""
     with atomic_write(path) as f:
         numpy.savez(f, **arrays)
+
+
+class StateDictError(RuntimeError, KeyError):
+    """A state dict that does not fit the model: PyTorch raises ``RuntimeError`` here.
+
+    Also a ``KeyError``, so code written for missing keys still catches it.
+    """
+
+    __str__ = BaseException.__str__  # KeyError's own __str__ would quote the message
 
 
 def check_input(

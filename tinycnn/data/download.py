@@ -30,7 +30,15 @@ CHUNK = 1 << 20
 
 
 class DownloadError(RuntimeError):
-    """Every source of a file failed; the message lists the attempts and the manual fix."""
+    """Every source of a file failed; the message lists the attempts and the manual fix.
+
+    ``attempts`` holds just the list of failed attempts, for callers that write their own
+    instructions (a dataset with several missing files lists them all).
+    """
+
+    def __init__(self, message: str, attempts: str = "") -> None:
+        super().__init__(message)
+        self.attempts = attempts or message
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -156,7 +164,7 @@ def download(
                 failures.append(f"  {url} (attempt {attempt + 1}): {type(exc).__name__}: {exc}")
                 if isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500:
                     break
+    attempts = f"could not download {dest.name}; every source failed:\n" + "\n".join(failures)
     raise DownloadError(
-        f"could not download {dest.name}; every source failed:\n" + "\n".join(failures) + "\n"
-        + manual_fix([(dest.name, url_list, md5)], dest.parent)
+        attempts + "\n" + manual_fix([(dest.name, url_list, md5)], dest.parent), attempts
     )

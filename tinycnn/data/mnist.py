@@ -161,6 +161,7 @@ class _IDXDataset(ArrayDataset):
                          for p, stem in zip(found, stems, strict=True)]
             except DownloadError as exc:
                 problem = exc
+                found = [self._locate(stem) for stem in stems]  # a file that did arrive
         if None in found or problem is not None:
             missing = [stem for p, stem in zip(found, stems, strict=True) if p is None]
             message = self._not_found_message(missing, problem)
@@ -200,12 +201,13 @@ class _IDXDataset(ArrayDataset):
         names = ", ".join(f"{s}(.gz)" for s in missing)
         text = f"{self.name} {split} set not found: looked for {names} in {where}."
         if problem is not None:
-            text += f"\nThe download failed:\n{problem}"
+            attempts = getattr(problem, "attempts", str(problem))
+            text += f"\nThe download failed:\n{attempts}"
         else:
             text += " Pass download=True to fetch it."
-            todo = [(s + ".gz", [u + s + ".gz" for u in self.urls], self.md5s[s + ".gz"])
-                    for s in missing]
-            text += "\n" + manual_fix(todo, self.root / self.folder)
+        todo = [(s + ".gz", [u + s + ".gz" for u in self.urls], self.md5s[s + ".gz"])
+                for s in missing]
+        text += "\n" + manual_fix(todo, self.root / self.folder)
         return text
 
     def __repr__(self) -> str:

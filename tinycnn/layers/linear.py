@@ -7,14 +7,16 @@ from typing import Any
 import numpy as np
 
 from tinycnn.init import initialize
-from tinycnn.module import Module, Parameter, check_input
+from tinycnn.module import LayerInputError, Module, Parameter, check_input
 
 
 class Affine(Module):
     """``y = x W^T + b``, the fully connected layer (PyTorch's ``Linear``).
 
-    Shapes: x ``(N, in_features)``, weight ``(out_features, in_features)``, bias
-    ``(out_features,)``, y ``(N, out_features)``.
+    Shapes: x ``(*, in_features)``, weight ``(out_features, in_features)``, bias
+    ``(out_features,)``, y ``(*, out_features)``. As in PyTorch, the layer acts on the last
+    axis; leading axes (usually just N) are flattened into rows for one matrix product.
+    An image batch ``(N, C, H, W)`` needs a ``Flatten()`` first.
 
     Backward, with g = dL/dy:  dL/dx = g W,  dL/dW = g^T x,  dL/db = sum_n g.
     """
@@ -34,29 +36,44 @@ class Affine(Module):
         self.weight = Parameter(initialize((out_features, in_features), init, rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self.x = None
+        self.x_shape: tuple[int, ...] = ()
 
     def forward(self, x: Any) -> Any:
-        check_input(self, x, 2, "(N, in_features)", channels=self.in_features, what="features")
+        self._check(x)
+        self.x_shape = x.shape
+        x = x.reshape(-1, self.in_features)
         self.x = x
         # Compute in x's dtype, as Conv2D does: a float32 input never meets float64 weights.
         y = x @ self.weight.data.astype(x.dtype, copy=False).T
         if self.bias is not None:
             y += self.bias.data.astype(x.dtype, copy=False)
-        return y
+        return y.reshape(*self.x_shape[:-1], self.out_features)
 
     def backward(self, grad_out: Any) -> Any:
         self._need_cache(self.x)
+        g = grad_out.reshape(-1, self.out_features)
         # Gradients take the parameters' dtype, whatever the input's.
-        self.weight.accumulate((grad_out.T @ self.x).astype(self.weight.dtype, copy=False))
+        self.weight.accumulate((g.T @ self.x).astype(self.weight.dtype, copy=False))
         if self.bias is not None:
-            self.bias.accumulate(grad_out.sum(axis=0).astype(self.bias.dtype, copy=False))
-        return grad_out @ self.weight.data.astype(grad_out.dtype, copy=False)
+            self.bias.accumulate(g.sum(axis=0).astype(self.bias.dtype, copy=False))
+        return (g @ self.weight.data.astype(g.dtype, copy=False)).reshape(self.x_shape)
+
+    def _check(self, x: Any) -> None:
+        ndim = getattr(x, "ndim", 1)
+        check_input(self, x, max(ndim, 1), "(*, in_features)")
+        if x.shape[-1] != self.in_features:
+            hint = " (flatten an image batch first: Flatten())" if x.ndim == 4 else ""
+            raise LayerInputError(
+                f"{self._name()} expected {self.in_features} features on the last axis of "
+                f"(*, in_features), got {x.shape[-1]} (input shape {tuple(x.shape)}){hint}"
+            )
 
     def _clear_cache(self) -> None:
         self.x = None
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
-        return in_shape[0] * self.in_features * self.out_features
+        rows = int(np.prod(in_shape[:-1], dtype=np.int64))
+        return rows * self.in_features * self.out_features
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
