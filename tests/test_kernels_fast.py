@@ -328,6 +328,49 @@ def test_depthwise_kernels_match_reference(dtype: type, g: dict) -> None:
     check(dw, want[1], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=conv_geometry, o=st.integers(1, 7), bias=st.booleans())
+def test_direct_conv_kernels_match_reference(dtype: type, g: dict, o: int, bias: bool) -> None:
+    """The direct (tap-loop) convolution: stride 1, no dilation, any padding and shape."""
+    g = {**g, "stride": (1, 1), "dilation": (1, 1)}
+    oh, ow = conv_out(g)
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(g["seed"])
+    x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    weight = rand(rng, (o, g["c"], g["kh"], g["kw"]), dtype)
+    b = rand(rng, (o,), dtype) if bias else None
+    y = fast.conv2d_direct_forward(x, weight, b, g["padding"])
+    check(y, ref.conv2d_direct_forward(x, weight, b, g["padding"]), dtype)
+    grad = rand(rng, y.shape, dtype)
+    want = ref.conv2d_direct_backward(grad, x, weight, g["padding"])
+    for a, w in zip(fast.conv2d_direct_backward(grad, x, weight, g["padding"]), want,
+                    strict=True):
+        check(a, w, dtype)
+    dx, dw = fast.conv2d_direct_backward(grad, x, weight, g["padding"], input_grad=False)
+    assert dx is None
+    check(dw, want[1], dtype)
+
+
+def test_reference_direct_conv_is_the_im2col_convolution() -> None:
+    """The tap-loop oracle against the im2col oracle, forward and both gradients."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 7, 6))
+    weight = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    y = ref.conv2d_direct_forward(x, weight, b, (1, 2))
+    cols = ref.im2col(x, 3, 2, (1, 1), (1, 2))
+    rows = cols @ weight.reshape(4, -1).T + b
+    np.testing.assert_allclose(y, rows.reshape(2, *y.shape[2:], 4).transpose(0, 3, 1, 2),
+                               rtol=1e-12, atol=1e-12)
+    grad = rng.standard_normal(y.shape)
+    g_rows = grad.transpose(0, 2, 3, 1).reshape(-1, 4)
+    dx, dw = ref.conv2d_direct_backward(grad, x, weight, (1, 2))
+    np.testing.assert_allclose(dw, (g_rows.T @ cols).reshape(weight.shape), rtol=1e-12)
+    want_dx = ref.col2im(g_rows @ weight.reshape(4, -1), x.shape, 3, 2, (1, 1), (1, 2))
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
+
+
 def test_reference_depthwise_is_a_grouped_im2col_convolution() -> None:
     """The tap-loop oracle against the im2col oracle: one GEMM per channel."""
     rng = np.random.default_rng(3)
@@ -345,7 +388,9 @@ CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W
     (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1 ("wide"): backward from the gradient's columns
     (3, 5, 3, 1, 1, 1, 1, 8, 9),
     (4, 6, 3, 1, 2, 1, 1, 9, 8),  # padding > k - 1: the gradient is cropped, not padded
-    (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5
+    (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5: "direct" (150 MACs per output)
+    (2, 4, 3, 1, 1, 1, 1, 6, 11),  # "direct" with input gradient
+    (1, 11, 5, 1, 0, 1, 1, 9, 8),  # 275 MACs per output: "wide"
     (3, 2, (3, 2), 1, (2, 1), (1, 2), 1, 10, 7),
     (4, 6, 3, 2, 1, 1, 1, 9, 9),  # stride 2
     (4, 4, 1, 1, 0, 1, 1, 5, 6),  # pointwise: one GEMM for the batch
@@ -357,8 +402,9 @@ CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W
 
 @pytest.mark.parametrize("case", CONV_PATH_CASES)
 @pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-on", "direct-off"])
 def test_conv_paths_agree_with_the_im2col_path(
-    case: tuple, input_grad: bool, monkeypatch: pytest.MonkeyPatch
+    case: tuple, input_grad: bool, direct: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Conv2D's wide, per-image and depthwise paths give the im2col path's results."""
     from tinycnn.layers.conv import Conv2D
@@ -374,6 +420,8 @@ def test_conv_paths_agree_with_the_im2col_path(
     monkeypatch.setattr(Conv2D, "chunk_bytes", 2 * c * w * h * 8)
     monkeypatch.setattr(Conv2D, "min_image_positions", 1)
     monkeypatch.setattr(Conv2D, "max_cached_cols_bytes", 0)  # no cached columns anywhere
+    if not direct:  # the small layers take the wide path instead
+        monkeypatch.setattr(Conv2D, "max_direct_macs", 0)
     results = {}
     for path in ("fast", "rows"):
         if path == "rows":
@@ -386,6 +434,9 @@ def test_conv_paths_agree_with_the_im2col_path(
     fast_path = Conv2D._path(conv, x.shape, False)
     wide = s == 1 and k != 1
     expected = "pointwise" if (k, s, p) == (1, 1, 0) else "wide" if wide else "images"
+    kh, kw = (k, k) if isinstance(k, int) else k
+    if wide and d == 1 and c * kh * kw * o <= Conv2D.max_direct_macs:
+        expected = "direct"
     assert fast_path == ("depthwise" if groups > 1 else expected)
     for a, b in zip(results["fast"], results["rows"], strict=True):
         if b is None:
@@ -394,8 +445,10 @@ def test_conv_paths_agree_with_the_im2col_path(
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("case", [CONV_PATH_CASES[0], CONV_PATH_CASES[5]])
+@pytest.mark.parametrize("case", [CONV_PATH_CASES[0], CONV_PATH_CASES[4],
+                                  CONV_PATH_CASES[5], CONV_PATH_CASES[7]])
 def test_conv_fast_paths_pass_gradcheck(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cases 0 and 4 take the direct path, 5 the wide one, 7 the per-image one."""
     from tinycnn.gradcheck import gradcheck
     from tinycnn.layers.conv import Conv2D
 

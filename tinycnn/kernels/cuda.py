@@ -39,6 +39,8 @@ from tinycnn.kernels import reference
 # one-GEMM path); their reference versions are array slicing, which CuPy runs as is.
 from tinycnn.kernels.reference import (  # noqa: F401
     col2im_images,
+    conv2d_direct_backward,
+    conv2d_direct_forward,
     crop_bias,
     depthwise_conv2d_backward,
     depthwise_conv2d_forward,
@@ -60,6 +62,8 @@ __all__ = [
     "bias_relu",
     "col2im",
     "col2im_images",
+    "conv2d_direct_backward",
+    "conv2d_direct_forward",
     "crop_bias",
     "depthwise_conv2d_backward",
     "depthwise_conv2d_forward",

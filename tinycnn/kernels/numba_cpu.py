@@ -45,6 +45,8 @@ __all__ = [
     "bias_relu",
     "col2im",
     "col2im_images",
+    "conv2d_direct_backward",
+    "conv2d_direct_forward",
     "crop_bias",
     "depthwise_conv2d_backward",
     "depthwise_conv2d_forward",
@@ -524,6 +526,139 @@ def depthwise_conv2d_backward(
     return dx, dwt.reshape(c, 1, kh, kw)
 
 
+# -------------------------------------------------- direct convolution (few input taps)
+
+
+# Every loop runs over a whole padded plane flattened to one row (the "wide" layout of
+# im2col_wide): output (oy, ox) sits at oy*Wp + ox, tap (i, j) reads the input at that index
+# plus i*Wp + j, so each tap is one long contiguous multiply-add of L = (OH-1)*Wp + OW
+# elements. Short image rows (10 to 28 values) would leave most of the work to the scalar
+# remainder of LLVM's vector loops. The Wp - OW extra values per row are cropped (forward)
+# or multiplied by zero gradients (backward).
+
+
+@njit(parallel=True, cache=True)
+def _direct_fwd_kernel(xflat, wt, bias, wp, scratch, y):  # pragma: no cover
+    n, c = xflat.shape[0], xflat.shape[1]
+    o, kh, kw = wt.shape[0], wt.shape[2], wt.shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    size = (oh - 1) * wp + ow
+    for r in prange(n * o):  # one output plane per task; the padded image stays in L1
+        ni = r // o
+        oi = r % o
+        yw = scratch[numba.get_thread_id()]  # this thread's wide plane
+        for t in range(size):
+            yw[t] = 0
+        for ci in range(c):
+            xr = xflat[ni, ci]
+            for i in range(kh):
+                for j in range(kw):
+                    wv = wt[oi, ci, i, j]
+                    xs = xr[i * wp + j : i * wp + j + size]
+                    for t in range(size):
+                        yw[t] += wv * xs[t]
+        b = bias[oi]
+        for oy in range(oh):
+            yr = y[ni, oi, oy]
+            src = yw[oy * wp : oy * wp + ow]
+            for t in range(ow):
+                yr[t] = src[t] + b
+
+
+@njit(parallel=True, cache=True)
+def _direct_dw_kernel(gw, xflat, wp, acc, dwt):  # pragma: no cover
+    n, c = xflat.shape[0], xflat.shape[1]
+    o = gw.shape[1]
+    kh, kw = dwt.shape[2], dwt.shape[3]
+    size = acc.shape[2]
+    for oi in prange(o):  # one output channel's C*kh*kw sums per task
+        a = acc[oi]  # (C*kh*kw, L): elementwise sums, each reduced once at the end
+        for k in range(c * kh * kw):
+            ar = a[k]
+            for t in range(size):
+                ar[t] = 0
+        for ni in range(n):
+            gr = gw[ni, oi]  # zeros in the extra columns: they add nothing
+            for ci in range(c):
+                xr = xflat[ni, ci]
+                for i in range(kh):
+                    for j in range(kw):
+                        ar = a[(ci * kh + i) * kw + j]
+                        xs = xr[i * wp + j : i * wp + j + size]
+                        for t in range(size):
+                            ar[t] += gr[t] * xs[t]
+        for k in range(c * kh * kw):
+            ar = a[k]
+            total = 0.0
+            for t in range(size):
+                total += ar[t]
+            dwt[oi, k // (kh * kw), (k // kw) % kh, k % kw] = total
+
+
+@njit(parallel=True, cache=True)
+def _direct_dx_kernel(gw, wt, wp, size, dxflat):  # pragma: no cover
+    n, c = dxflat.shape[0], dxflat.shape[1]
+    o, kh, kw = wt.shape[0], wt.shape[2], wt.shape[3]
+    for ni in prange(n):  # one image per task: all adds into it stay in one thread
+        for ci in range(c):
+            dr = dxflat[ni, ci]
+            for t in range(dr.shape[0]):
+                dr[t] = 0
+        for oi in range(o):
+            gr = gw[ni, oi]
+            for ci in range(c):
+                dr = dxflat[ni, ci]
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = wt[oi, ci, i, j]
+                        ds = dr[i * wp + j : i * wp + j + size]
+                        for t in range(size):
+                            ds[t] += wv * gr[t]
+
+
+def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> np.ndarray:
+    """Stride-1 convolution as a loop over taps per output plane (see the reference).
+
+    For layers with few input taps (first layers: C*kh*kw up to about 75), where im2col's
+    skinny GEMM and the NHWC-to-NCHW pass cost more than the multiply-adds.
+    """
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ph, pw = padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = hp - kh + 1, wp - kw + 1
+    y = np.empty((n, o, oh, ow), dtype=x.dtype)
+    b = np.zeros(o, x.dtype) if bias is None else _c(bias).astype(x.dtype, copy=False)
+    scratch = np.empty((numba.config.NUMBA_NUM_THREADS, (oh - 1) * wp + ow), dtype=x.dtype)
+    xflat = _pad_planes(x, ph, pw).reshape(n, c, hp * wp)
+    _direct_fwd_kernel(xflat, _c(weight).astype(x.dtype, copy=False), b, wp, scratch, y)
+    return y
+
+
+def conv2d_direct_backward(
+    grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(dx or None, dweight)`` of :func:`conv2d_direct_forward`; parallel over disjoint
+    outputs (dweight by output channel, dx by image)."""
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ph, pw = padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = grad_out.shape[2], grad_out.shape[3]
+    size = (oh - 1) * wp + ow
+    g = _c(grad_out)
+    gw = widen(g, np.empty((n, o, oh, wp), dtype=g.dtype)).reshape(n, o, oh * wp)
+    xflat = _pad_planes(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c, hp * wp)
+    acc = np.empty((o, c * kh * kw, size), dtype=g.dtype)
+    dwt = np.empty(tuple(weight.shape), dtype=g.dtype)
+    _direct_dw_kernel(gw, xflat, wp, acc, dwt)
+    if not input_grad:
+        return None, dwt
+    dxflat = np.empty((n, c, hp * wp), dtype=g.dtype)
+    _direct_dx_kernel(gw, _c(weight).astype(g.dtype, copy=False), wp, size, dxflat)
+    return _c(dxflat.reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w]), dwt
+
+
 # --------------------------------------------------------------------------------- pooling
 
 
@@ -941,6 +1076,8 @@ def warmup() -> float:
         wt = x[0, :, :3, :3].reshape(3, 1, 3, 3)
         y = depthwise_conv2d_forward(x, wt, (1, 1), (1, 1))
         depthwise_conv2d_backward(y, x, wt, (1, 1), (1, 1))
+        y = conv2d_direct_forward(x, x[:2, :, :3, :3], x[0, :2, 0, 0], (1, 1))
+        conv2d_direct_backward(y, x, x[:2, :, :3, :3], (1, 1))
         cols = im2col(x, 3, 3, (1, 1), (1, 1))
         out, arg = maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))  # the 2x2 kernels
         maxpool2d_backward(out, arg, x.shape, 2, 2, (2, 2), (0, 0))

@@ -382,3 +382,55 @@ def depthwise_conv2d_backward(
         for j in range(kw):
             _tap(dimg, i, j, oh, ow, stride, dilation)[...] += wt[:, :, i, j, None, None] * grad_out
     return dimg[:, :, ph : ph + h, pw : pw + w].copy(), dw
+
+
+def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> Any:
+    """Stride-1 convolution as a sum over kernel taps, no column matrix.
+
+    ``y[n, o] = b[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, tap (i, j)]``, each
+    tap a shifted ``(N, C, OH, OW)`` view of the padded input. ``bias`` may be ``None``.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ph, pw = padding
+    oh, ow = out_size(h, kh, 1, ph), out_size(w, kw, 1, pw)
+    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    wt = weight.astype(x.dtype, copy=False)
+    y = xp.zeros((n, o, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            y += xp.einsum("oc,nchw->nohw", wt[:, :, i, j], img[:, :, i : i + oh, j : j + ow])
+    if bias is not None:
+        y += bias.astype(x.dtype, copy=False).reshape(1, o, 1, 1)
+    return y
+
+
+def conv2d_direct_backward(
+    grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True
+) -> tuple[Any, Any]:
+    """Gradients of :func:`conv2d_direct_forward` but the bias: ``(dx or None, dweight)``.
+
+    ``dweight[o, c, i, j] = sum_{n, oy, ox} g[n, o] * x_pad[n, c, tap (i, j)]`` and
+    ``dx_pad[n, c, tap (i, j)] += sum_o weight[o, c, i, j] * g[n, o]`` (cropped to H x W).
+    """
+    xp = get_array_module(grad_out)
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    ph, pw = padding
+    oh, ow = grad_out.shape[2:]
+    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dw = xp.empty(weight.shape, dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dw[:, :, i, j] = xp.einsum("nohw,nchw->oc", grad_out,
+                                       img[:, :, i : i + oh, j : j + ow])
+    if not input_grad:
+        return None, dw
+    wt = weight.astype(grad_out.dtype, copy=False)
+    dimg = xp.zeros(img.shape, dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dimg[:, :, i : i + oh, j : j + ow] += xp.einsum("oc,nohw->nchw", wt[:, :, i, j],
+                                                             grad_out)
+    return dimg[:, :, ph : ph + h, pw : pw + w].copy(), dw

@@ -40,7 +40,7 @@ class Conv2D(Module):
     the bottom/right, as in PyTorch). Set ``compute_input_grad = False`` on a network's
     first layer: its backward then skips dL/dx and returns ``None``.
 
-    Five implementations, same results (``_path`` picks one in forward, backward follows
+    Six implementations, same results (``_path`` picks one in forward, backward follows
     it; a test compares them):
 
     * ``"rows"``, the formulas above: one GEMM over the whole batch (GPU, groups,
@@ -62,6 +62,10 @@ class Conv2D(Module):
       ``chunk_bytes`` (in L2 cache), and backward rebuilds them.
     * ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
       taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
+    * ``"direct"`` (CPU, one group, stride 1, no dilation, at most ``max_direct_macs``
+      multiply-adds per output position, e.g. LeNet-5's 1 -> 6 5x5 layer):
+      ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, tap ij]``, no column
+      matrix; for so few taps im2col, its skinny GEMM and the transposes cost more.
 
     Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
     ``max_cached_cols_bytes``, forward keeps x instead and backward rebuilds ``X_col``
@@ -81,6 +85,10 @@ class Conv2D(Module):
     split_chunk_bytes = 2**21
     #: ... and only when an image has at least this many output positions.
     min_image_positions = 256
+    #: CPU "direct" path when C*kH*kW*O (multiply-adds per output position) is at most
+    #: this: measured faster than im2col for LeNet-5's first layer (150), slower for
+    #: SimpleConvNet's (750). 0 turns it off.
+    max_direct_macs = 256
 
     def __init__(
         self,
@@ -218,6 +226,7 @@ class Conv2D(Module):
         ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
         padded input in cache-sized chunks;
         ``"pointwise"``: CPU, one group, 1x1 stride 1 unpadded: one GEMM for the batch;
+        ``"direct"``: CPU, one group, stride 1, few multiply-adds per output: tap loops;
         ``"images"``: CPU, one group, other strides, at least ``min_image_positions``
         outputs per image: per-image column matrices in cache-sized chunks;
         ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
@@ -230,6 +239,10 @@ class Conv2D(Module):
         if self.groups == 1 and self.use_image_chunks and not on_gpu:
             if self._is_pointwise():
                 return "pointwise"
+            kh, kw = self.kernel_size
+            taps = self.in_channels * kh * kw * self.out_channels
+            if self.stride == self.dilation == (1, 1) and taps <= self.max_direct_macs:
+                return "direct"
             _, _, oh, ow = self.output_shape(x_shape)
             # measured: with fewer positions per image the per-image GEMMs are too small
             if oh * ow >= self.min_image_positions:
@@ -535,6 +548,23 @@ class Conv2D(Module):
         dx, dw = backend.kernels(grad_out).depthwise_conv2d_backward(
             grad_out, self.x, self.weight.data, self.stride, (top, left), self.dilation,
             input_grad=self.compute_input_grad,
+        )
+        self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        return dx
+
+    # --- direct (few taps): a loop over the C*kH*kW taps per output plane
+
+    def _forward_direct(self, x: Any) -> Any:
+        self.x, self.cols = x, None
+        top, _, left, _ = self._pads
+        return backend.kernels(x).conv2d_direct_forward(
+            x, self.weight.data, self._bias_data(), (top, left)
+        )
+
+    def _backward_direct(self, grad_out: Any) -> Any:
+        top, _, left, _ = self._pads
+        dx, dw = backend.kernels(grad_out).conv2d_direct_backward(
+            grad_out, self.x, self.weight.data, (top, left), input_grad=self.compute_input_grad
         )
         self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
         return dx
