@@ -33,7 +33,7 @@ import cupy as cp
 
 from tinycnn.kernels import reference
 
-# col2im_images, im2col_images and the depthwise kernels have no CUDA version yet: the
+# col2im_images, im2col_images, the direct and the depthwise kernels have no CUDA version: the
 # reference ones run on CuPy arrays through ``xp``. crop_bias, im2col_wide and widen serve
 # Conv2D's CPU-only paths ("wide", "pointwise"; on the GPU a convolution takes the
 # one-GEMM path); their reference versions are array slicing, which CuPy runs as is.
