@@ -385,7 +385,7 @@ def test_reference_depthwise_is_a_grouped_im2col_convolution() -> None:
 
 
 CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W)
-    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1 ("wide"): backward from the gradient's columns
+    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1 ("wide" or "direct": 108 MACs per output)
     (3, 5, 3, 1, 1, 1, 1, 8, 9),
     (4, 6, 3, 1, 2, 1, 1, 9, 8),  # padding > k - 1: the gradient is cropped, not padded
     (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5: "direct" (150 MACs per output)

@@ -537,6 +537,9 @@ def depthwise_conv2d_backward(
 # or multiplied by zero gradients (backward).
 
 
+_DIRECT_BLOCK = 256  # output positions per block of the weight-gradient sums
+
+
 @njit(parallel=True, cache=True)
 def _direct_fwd_kernel(xflat, wt, bias, wp, scratch, y):  # pragma: no cover
     n, c = xflat.shape[0], xflat.shape[1]
@@ -566,33 +569,38 @@ def _direct_fwd_kernel(xflat, wt, bias, wp, scratch, y):  # pragma: no cover
 
 
 @njit(parallel=True, cache=True)
-def _direct_dw_kernel(gw, xflat, wp, acc, dwt):  # pragma: no cover
+def _direct_dw_kernel(gw, xflat, wp, size, acc, dwt):  # pragma: no cover
     n, c = xflat.shape[0], xflat.shape[1]
     o = gw.shape[1]
     kh, kw = dwt.shape[2], dwt.shape[3]
-    size = acc.shape[2]
+    taps = c * kh * kw
+    block = acc.shape[2]
     for oi in prange(o):  # one output channel's C*kh*kw sums per task
-        a = acc[oi]  # (C*kh*kw, L): elementwise sums, each reduced once at the end
-        for k in range(c * kh * kw):
-            ar = a[k]
-            for t in range(size):
-                ar[t] = 0
-        for ni in range(n):
-            gr = gw[ni, oi]  # zeros in the extra columns: they add nothing
-            for ci in range(c):
-                xr = xflat[ni, ci]
-                for i in range(kh):
-                    for j in range(kw):
-                        ar = a[(ci * kh + i) * kw + j]
-                        xs = xr[i * wp + j : i * wp + j + size]
-                        for t in range(size):
-                            ar[t] += gr[t] * xs[t]
-        for k in range(c * kh * kw):
-            ar = a[k]
-            total = 0.0
-            for t in range(size):
-                total += ar[t]
-            dwt[oi, k // (kh * kw), (k // kw) % kh, k % kw] = total
+        a = acc[oi]  # (C*kh*kw, block): elementwise sums over the images, reduced per block
+        for k in range(taps):
+            dwt[oi, k // (kh * kw), (k // kw) % kh, k % kw] = 0
+        for p0 in range(0, size, block):
+            m = min(block, size - p0)
+            for k in range(taps):
+                ar = a[k]
+                for t in range(m):
+                    ar[t] = 0
+            for ni in range(n):
+                gr = gw[ni, oi, p0 : p0 + m]  # zeros in the extra columns: they add nothing
+                for ci in range(c):
+                    xr = xflat[ni, ci]
+                    for i in range(kh):
+                        for j in range(kw):
+                            ar = a[(ci * kh + i) * kw + j]
+                            xs = xr[p0 + i * wp + j : p0 + i * wp + j + m]
+                            for t in range(m):
+                                ar[t] += gr[t] * xs[t]
+            for k in range(taps):
+                ar = a[k]
+                total = 0.0
+                for t in range(m):
+                    total += ar[t]
+                dwt[oi, k // (kh * kw), (k // kw) % kh, k % kw] += total
 
 
 @njit(parallel=True, cache=True)
@@ -649,9 +657,10 @@ def conv2d_direct_backward(
     g = _c(grad_out)
     gw = widen(g, np.empty((n, o, oh, wp), dtype=g.dtype)).reshape(n, o, oh * wp)
     xflat = _pad_planes(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c, hp * wp)
-    acc = np.empty((o, c * kh * kw, size), dtype=g.dtype)
+    # per task, C*kh*kw sums of _DIRECT_BLOCK positions: at most 256 KB in L2 per thread
+    acc = np.empty((o, c * kh * kw, min(size, _DIRECT_BLOCK)), dtype=g.dtype)
     dwt = np.empty(tuple(weight.shape), dtype=g.dtype)
-    _direct_dw_kernel(gw, xflat, wp, acc, dwt)
+    _direct_dw_kernel(gw, xflat, wp, size, acc, dwt)
     if not input_grad:
         return None, dwt
     dxflat = np.empty((n, c, hp * wp), dtype=g.dtype)
