@@ -538,6 +538,7 @@ def depthwise_conv2d_backward(
 
 
 _DIRECT_BLOCK = 256  # output positions per block of the weight-gradient sums
+_DIRECT_PARTS = 64  # forward: output planes are split into this many parallel parts
 
 
 @njit(parallel=True, cache=True)
@@ -546,26 +547,29 @@ def _direct_fwd_kernel(xflat, wt, bias, wp, scratch, y):  # pragma: no cover
     o, kh, kw = wt.shape[0], wt.shape[2], wt.shape[3]
     oh, ow = y.shape[2], y.shape[3]
     size = (oh - 1) * wp + ow
-    for r in prange(n * o):  # one output plane per task; the padded image stays in L1
-        ni = r // o
-        oi = r % o
-        yw = scratch[numba.get_thread_id()]  # this thread's wide plane
-        for t in range(size):
-            yw[t] = 0
-        for ci in range(c):
-            xr = xflat[ni, ci]
-            for i in range(kh):
-                for j in range(kw):
-                    wv = wt[oi, ci, i, j]
-                    xs = xr[i * wp + j : i * wp + j + size]
-                    for t in range(size):
-                        yw[t] += wv * xs[t]
-        b = bias[oi]
-        for oy in range(oh):
-            yr = y[ni, oi, oy]
-            src = yw[oy * wp : oy * wp + ow]
-            for t in range(ow):
-                yr[t] = src[t] + b
+    parts = scratch.shape[0]
+    planes = n * o
+    for part in prange(parts):  # a fixed share of the output planes; the part owns its scratch row
+        yw = scratch[part]
+        for r in range(part * planes // parts, (part + 1) * planes // parts):
+            ni = r // o
+            oi = r % o
+            for t in range(size):
+                yw[t] = 0
+            for ci in range(c):
+                xr = xflat[ni, ci]
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = wt[oi, ci, i, j]
+                        xs = xr[i * wp + j : i * wp + j + size]
+                        for t in range(size):
+                            yw[t] += wv * xs[t]
+            b = bias[oi]
+            for oy in range(oh):
+                yr = y[ni, oi, oy]
+                src = yw[oy * wp : oy * wp + ow]
+                for t in range(ow):
+                    yr[t] = src[t] + b
 
 
 @njit(parallel=True, cache=True)
@@ -627,8 +631,8 @@ def _direct_dx_kernel(gw, wt, wp, size, dxflat):  # pragma: no cover
 def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> np.ndarray:
     """Stride-1 convolution as a loop over taps per output plane (see the reference).
 
-    For layers with few input taps (first layers: C*kh*kw up to about 75), where im2col's
-    skinny GEMM and the NHWC-to-NCHW pass cost more than the multiply-adds.
+    For layers with few multiply-adds per output position (LeNet-5's first layer), where
+    im2col, its skinny GEMM and the NHWC-to-NCHW pass cost more than the multiply-adds.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -637,7 +641,9 @@ def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> np.n
     oh, ow = hp - kh + 1, wp - kw + 1
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
     b = np.zeros(o, x.dtype) if bias is None else _c(bias).astype(x.dtype, copy=False)
-    scratch = np.empty((numba.config.NUMBA_NUM_THREADS, (oh - 1) * wp + ow), dtype=x.dtype)
+    # one wide plane per part of the work (not per thread id: two Python threads could run
+    # the kernel at once)
+    scratch = np.empty((min(n * o, _DIRECT_PARTS), (oh - 1) * wp + ow), dtype=x.dtype)
     xflat = _pad_planes(x, ph, pw).reshape(n, c, hp * wp)
     _direct_fwd_kernel(xflat, _c(weight).astype(x.dtype, copy=False), b, wp, scratch, y)
     return y
