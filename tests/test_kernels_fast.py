@@ -385,12 +385,12 @@ def test_reference_depthwise_is_a_grouped_im2col_convolution() -> None:
 
 
 CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W)
-    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1 ("wide" or "direct": 108 MACs per output)
+    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1, 36 taps: "wide"
     (3, 5, 3, 1, 1, 1, 1, 8, 9),
     (4, 6, 3, 1, 2, 1, 1, 9, 8),  # padding > k - 1: the gradient is cropped, not padded
     (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5: "direct" (150 MACs per output)
     (2, 4, 3, 1, 1, 1, 1, 6, 11),  # "direct" with input gradient
-    (1, 11, 5, 1, 0, 1, 1, 9, 8),  # 275 MACs per output: "wide"
+    (1, 11, 5, 1, 0, 1, 1, 9, 8),  # 275 MACs per output: "direct" only without dx
     (3, 2, (3, 2), 1, (2, 1), (1, 2), 1, 10, 7),
     (4, 6, 3, 2, 1, 1, 1, 9, 9),  # stride 2
     (4, 4, 1, 1, 0, 1, 1, 5, 6),  # pointwise: one GEMM for the batch
@@ -435,7 +435,9 @@ def test_conv_paths_agree_with_the_im2col_path(
     wide = s == 1 and k != 1
     expected = "pointwise" if (k, s, p) == (1, 1, 0) else "wide" if wide else "images"
     kh, kw = (k, k) if isinstance(k, int) else k
-    if wide and d == 1 and c * kh * kw * o <= Conv2D.max_direct_macs:
+    few_taps = c * kh * kw <= Conv2D.max_direct_taps and Conv2D.max_direct_macs > 0
+    cheap_dx = c * kh * kw * o <= Conv2D.max_direct_macs
+    if wide and d == 1 and few_taps and (cheap_dx or not input_grad):
         expected = "direct"
     assert fast_path == ("depthwise" if groups > 1 else expected)
     for a, b in zip(results["fast"], results["rows"], strict=True):
@@ -445,10 +447,10 @@ def test_conv_paths_agree_with_the_im2col_path(
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("case", [CONV_PATH_CASES[0], CONV_PATH_CASES[4],
+@pytest.mark.parametrize("case", [CONV_PATH_CASES[0], CONV_PATH_CASES[3], CONV_PATH_CASES[4],
                                   CONV_PATH_CASES[5], CONV_PATH_CASES[7]])
 def test_conv_fast_paths_pass_gradcheck(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cases 0 and 4 take the direct path, 5 the wide one, 7 the per-image one."""
+    """Cases 3 and 4 take the direct path, 0 and 5 the wide one, 7 the per-image one."""
     from tinycnn.gradcheck import gradcheck
     from tinycnn.layers.conv import Conv2D
 

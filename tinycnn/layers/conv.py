@@ -62,8 +62,8 @@ class Conv2D(Module):
       ``chunk_bytes`` (in L2 cache), and backward rebuilds them.
     * ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
       taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
-    * ``"direct"`` (CPU, one group, stride 1, no dilation, at most ``max_direct_macs``
-      multiply-adds per output position, e.g. LeNet-5's 1 -> 6 5x5 layer):
+    * ``"direct"`` (CPU, one group, stride 1, no dilation, at most ``max_direct_taps``
+      taps C*kH*kW, e.g. a first layer on MNIST or CIFAR-10):
       ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, tap ij]``, no column
       matrix; for so few taps im2col, its skinny GEMM and the transposes cost more.
 
@@ -85,9 +85,12 @@ class Conv2D(Module):
     split_chunk_bytes = 2**21
     #: ... and only when an image has at least this many output positions.
     min_image_positions = 256
-    #: CPU "direct" path when C*kH*kW*O (multiply-adds per output position) is at most
-    #: this: measured faster than im2col for LeNet-5's first layer (150), slower for
-    #: SimpleConvNet's (750). 0 turns it off.
+    #: CPU "direct" path (stride 1, no dilation) when a layer has at most this many taps
+    #: C*kH*kW per output channel (a first layer: 1 channel 5x5, 3 channels 3x3) ...
+    max_direct_taps = 27
+    #: ... and either computes no input gradient or has at most this many multiply-adds
+    #: C*kH*kW*O per output position: its input gradient is slower than col2im's for
+    #: LeNet-5's 6 -> 16 layer (see docs/kernels.md). 0 turns the path off.
     max_direct_macs = 256
 
     def __init__(
@@ -226,7 +229,7 @@ class Conv2D(Module):
         ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
         padded input in cache-sized chunks;
         ``"pointwise"``: CPU, one group, 1x1 stride 1 unpadded: one GEMM for the batch;
-        ``"direct"``: CPU, one group, stride 1, few multiply-adds per output: tap loops;
+        ``"direct"``: CPU, one group, stride 1, few taps (a first layer): tap loops;
         ``"images"``: CPU, one group, other strides, at least ``min_image_positions``
         outputs per image: per-image column matrices in cache-sized chunks;
         ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
@@ -240,8 +243,11 @@ class Conv2D(Module):
             if self._is_pointwise():
                 return "pointwise"
             kh, kw = self.kernel_size
-            taps = self.in_channels * kh * kw * self.out_channels
-            if self.stride == self.dilation == (1, 1) and taps <= self.max_direct_macs:
+            taps = self.in_channels * kh * kw
+            few = taps <= self.max_direct_taps and self.max_direct_macs > 0
+            cheap_dx = taps * self.out_channels <= self.max_direct_macs
+            if self.stride == self.dilation == (1, 1) and few and (
+                    cheap_dx or not self.compute_input_grad):
                 return "direct"
             _, _, oh, ow = self.output_shape(x_shape)
             # measured: with fewer positions per image the per-image GEMMs are too small
