@@ -521,3 +521,17 @@ def test_backend_matmul_matches_numpy(a_shape: tuple, b_shape: tuple) -> None:
         acc = np.ones(want.shape[1:])
         backend.matmul_sum(a, b, acc)
         np.testing.assert_allclose(acc, 1 + want.sum(axis=0), rtol=1e-12)
+
+
+def test_direct_path_only_with_the_numba_kernels() -> None:
+    """The reference kernel set keeps the im2col paths: its tap-loop oracle is slower, and
+    'reference' must keep meaning the same algorithm in the speed comparisons."""
+    import tinycnn
+    from tinycnn.layers.conv import Conv2D
+
+    conv = Conv2D(1, 6, 5, padding=2)
+    conv.compute_input_grad = False
+    with tinycnn.use_kernels("numba"):
+        assert conv._path((4, 1, 28, 28), False) == "direct"
+    with tinycnn.use_kernels("reference"):
+        assert conv._path((4, 1, 28, 28), False) != "direct"

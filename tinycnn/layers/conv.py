@@ -62,8 +62,8 @@ class Conv2D(Module):
       ``chunk_bytes`` (in L2 cache), and backward rebuilds them.
     * ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
       taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
-    * ``"direct"`` (CPU, one group, stride 1, no dilation, at most ``max_direct_taps``
-      taps C*kH*kW, e.g. a first layer on MNIST or CIFAR-10):
+    * ``"direct"`` (CPU with the Numba kernels, one group, stride 1, no dilation, at most
+      ``max_direct_taps`` taps C*kH*kW, e.g. a first layer on MNIST or CIFAR-10):
       ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, tap ij]``, no column
       matrix; for so few taps im2col, its skinny GEMM and the transposes cost more.
 
@@ -246,7 +246,10 @@ class Conv2D(Module):
             taps = self.in_channels * kh * kw
             few = taps <= self.max_direct_taps and self.max_direct_macs > 0
             cheap_dx = taps * self.out_channels <= self.max_direct_macs
-            if self.stride == self.dilation == (1, 1) and few and (
+            # Only with the Numba kernels: the reference tap loop is the oracle, slower than
+            # the reference im2col, and would make "reference" mean a different algorithm.
+            numba = backend.current_kernels() == "numba"
+            if numba and self.stride == self.dilation == (1, 1) and few and (
                     cheap_dx or not self.compute_input_grad):
                 return "direct"
             _, _, oh, ow = self.output_shape(x_shape)
