@@ -123,6 +123,59 @@ def test_sequential_backward_runs_children_in_reverse():
     assert calls == [("f", "a"), ("f", "b"), ("f", "c"), ("b", "c"), ("b", "b"), ("b", "a")]
 
 
+def _relu_pool_net(rng: np.random.Generator, pool: MaxPool2D) -> Sequential:
+    return Sequential(Conv2D(2, 3, 3, padding=1, rng=rng), ReLU(), pool, ReLU(), pool.__class__(
+        pool.kernel_size, pool.stride, pool.padding), Flatten())
+
+
+@pytest.mark.parametrize("pool", [MaxPool2D(2), MaxPool2D(3, stride=2, padding=1),
+                                  MaxPool2D(3, stride=1, padding=1)])
+def test_relu_before_max_pool_runs_after_it_with_identical_results(pool):
+    """The reordering changes no output and no gradient, ties and zeros included."""
+    rng = np.random.default_rng(30)
+    net = _relu_pool_net(rng, pool)
+    x = rng.normal(size=(4, 2, 7, 7))
+    x[:, :, ::3] = 0.0  # many zero and tied pre-activations
+    g = rng.normal(size=net(x).shape)
+    results = []
+    for reorder in (True, False):
+        net.reorder_relu_pool = reorder
+        net.zero_grad()
+        y = net(x)
+        dx = net.backward(g)
+        results.append((y, dx, [p.grad.copy() for p in net.parameters()]))
+    (y1, dx1, p1), (y0, dx0, p0) = results
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(dx1, dx0)
+    for a, b in zip(p1, p0, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_relu_pool_reordering_order_and_gradcheck():
+    rng = np.random.default_rng(31)
+    net = _relu_pool_net(rng, MaxPool2D(2))
+    kinds = [type(m).__name__ for m in net.execution_order()]
+    assert kinds == ["Conv2D", "MaxPool2D", "ReLU", "MaxPool2D", "ReLU", "Flatten"]
+    net.reorder_relu_pool = False
+    assert net.execution_order() == list(net)
+    net.reorder_relu_pool = True
+    assert gradcheck(net, tie_free((2, 2, 8, 8), rng), tol=TOL) < TOL
+    # the ReLU ran on the pooled values
+    net(np.ones((2, 2, 8, 8)))
+    assert net[1].y.shape == (2, 3, 4, 4)
+
+
+def test_summary_lists_relu_pool_in_written_order():
+    from tinycnn.summary import summary
+
+    rng = np.random.default_rng(32)
+    net = _relu_pool_net(rng, MaxPool2D(2))
+    rows = summary(net, (2, 8, 8), print_fn=None)["layers"]
+    assert [r["type"] for r in rows] == [type(m).__name__ for m in net]
+    assert rows[1]["output_shape"] == (1, 3, 8, 8)
+    assert "reorder_relu_pool" not in net.__dict__
+
+
 def test_float32_stays_float32_through_containers():
     rng = np.random.default_rng(3)
     net = Sequential(Residual(mlp(rng)[:2], Affine(5, 6, rng=rng), ReLU()),

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tinycnn import backend
+from tinycnn.containers import Sequential
 from tinycnn.module import Module
 
 
@@ -73,7 +74,12 @@ def summary(
         wrapped.append((module, module.__dict__.get("forward")))
         object.__setattr__(module, "forward", recording_forward)
 
+    # rows in the written order: no ReLU/MaxPool2D reordering while recording
+    chains = [(m, m.__dict__.get("reorder_relu_pool")) for m in model.modules()
+              if isinstance(m, Sequential)]
     try:
+        for m, _ in chains:
+            object.__setattr__(m, "reorder_relu_pool", False)
         for name, module in model.named_modules():
             if not module._modules:
                 wrap(name, module)
@@ -87,6 +93,11 @@ def summary(
                 object.__setattr__(module, "forward", previous)
         for module, training in modes:
             object.__setattr__(module, "training", training)
+        for m, previous in chains:
+            if previous is None:
+                del m.__dict__["reorder_relu_pool"]
+            else:
+                object.__setattr__(m, "reorder_relu_pool", previous)
 
     result = {
         "params": model.num_parameters(),

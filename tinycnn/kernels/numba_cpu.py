@@ -537,11 +537,12 @@ def depthwise_conv2d_backward(
 # values per row are cropped (forward) or multiplied by zero gradients (backward). In the
 # forward (measured 1.3-1.4x faster so) and the input gradient, four taps (four output
 # channels) go through one pass: each load and store of the running sums serves four.
-# (The same in the weight gradient, four running sums sharing each load of g, and four dot
-# products kept in registers, were both no faster than this simple loop.)
+# The weight gradient is a set of dot products over all images; each task keeps eight of
+# them (two output channels x four taps) in registers. ``fastmath`` reassociation lets
+# LLVM vectorize those sums (without it a float reduction stays scalar): 2.5-3x faster
+# than running sums in memory (simple_convnet's first layer at batch 128: 5.8 -> 2.0 ms).
 
 _DIRECT_PARTS = 64  # forward: output planes are split into this many parallel parts
-_DIRECT_BLOCK = 256  # weight gradient: output positions per block of running sums
 
 
 @njit(parallel=True, cache=True)
@@ -585,35 +586,48 @@ def _direct_fwd_kernel(ximg, wk, offs, bias, wp, scratch, y):  # pragma: no cove
                     yrow[t] = src[t] + b
 
 
-@njit(parallel=True, cache=True)
-def _direct_dw_kernel(gw, ximg, offs, size, acc, dwk):  # pragma: no cover
+@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _direct_dw_kernel(gw, ximg, offs, size, zero, dwk):  # pragma: no cover
     n = ximg.shape[0]
     o, taps = dwk.shape
-    block = acc.shape[2]
-    for oi in prange(o):  # one output channel's C*kh*kw sums per task
-        a = acc[oi]  # (taps, block): elementwise sums over the images, reduced per block
-        for k in range(taps):
-            dwk[oi, k] = 0
-        for p0 in range(0, size, block):
-            m = min(block, size - p0)
-            for k in range(taps):
-                ar = a[k]
-                for t in range(m):
-                    ar[t] = 0
+    tap_blocks = (taps + 3) // 4
+    for task in prange(((o + 1) // 2) * tap_blocks):  # two output channels x four taps each
+        o0 = (task // tap_blocks) * 2
+        k0 = (task % tap_blocks) * 4
+        if o0 + 2 <= o and k0 + 4 <= taps:
+            # eight dot products kept in registers: six loads serve eight multiply-adds
+            oa, ob, oc, od = offs[k0], offs[k0 + 1], offs[k0 + 2], offs[k0 + 3]
+            a0, b0, c0, d0 = zero, zero, zero, zero
+            a1, b1, c1, d1 = zero, zero, zero, zero
             for ni in range(n):
-                gr = gw[ni, oi, p0 : p0 + m]  # zeros in the extra columns: they add nothing
+                g0 = gw[ni, o0, :size]  # zeros in the extra columns: they add nothing
+                g1 = gw[ni, o0 + 1, :size]
                 xr = ximg[ni]
-                for k in range(taps):  # no horizontal sum in this loop: it vectorizes
-                    ar = a[k]
-                    xs = xr[p0 + offs[k] : p0 + offs[k] + m]
-                    for t in range(m):
-                        ar[t] += gr[t] * xs[t]
-            for k in range(taps):
-                ar = a[k]
-                total = 0.0
-                for t in range(m):
-                    total += ar[t]
-                dwk[oi, k] += total
+                xa, xb = xr[oa : oa + size], xr[ob : ob + size]
+                xc, xd = xr[oc : oc + size], xr[od : od + size]
+                for t in range(size):
+                    u, v = g0[t], g1[t]
+                    a0 += u * xa[t]
+                    b0 += u * xb[t]
+                    c0 += u * xc[t]
+                    d0 += u * xd[t]
+                    a1 += v * xa[t]
+                    b1 += v * xb[t]
+                    c1 += v * xc[t]
+                    d1 += v * xd[t]
+            dwk[o0, k0], dwk[o0, k0 + 1], dwk[o0, k0 + 2], dwk[o0, k0 + 3] = a0, b0, c0, d0
+            dwk[o0 + 1, k0], dwk[o0 + 1, k0 + 1] = a1, b1
+            dwk[o0 + 1, k0 + 2], dwk[o0 + 1, k0 + 3] = c1, d1
+        else:  # the last channel or taps of an odd count: one dot product at a time
+            for oi in range(o0, min(o0 + 2, o)):
+                for k in range(k0, min(k0 + 4, taps)):
+                    total = zero
+                    for ni in range(n):
+                        gr = gw[ni, oi, :size]
+                        xs = ximg[ni, offs[k] : offs[k] + size]
+                        for t in range(size):
+                            total += gr[t] * xs[t]
+                    dwk[oi, k] = total
 
 
 @njit(parallel=True, cache=True)
@@ -686,10 +700,8 @@ def conv2d_direct_backward(
     gw = widen(g, np.empty((n, o, oh, wp), dtype=g.dtype)).reshape(n, o, oh * wp)
     ximg = _pad_planes(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c * hp * wp)
     offs = _tap_offsets(c, kh, kw, hp, wp)
-    # per task, the sums of _DIRECT_BLOCK positions for each tap: in L2 whatever the image
-    acc = np.empty((o, c * kh * kw, min(size, _DIRECT_BLOCK)), dtype=g.dtype)
     dwk = np.empty((o, c * kh * kw), dtype=g.dtype)
-    _direct_dw_kernel(gw, ximg, offs, size, acc, dwk)
+    _direct_dw_kernel(gw, ximg, offs, size, g.dtype.type(0), dwk)
     dwt = dwk.reshape(tuple(weight.shape))
     if not input_grad:
         return None, dwt
