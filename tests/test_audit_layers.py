@@ -26,7 +26,7 @@ from tinycnn.module import LayerInputError, Module, Parameter
 
 # (kernel, stride, padding, groups, input shape): one case per Conv2D implementation
 CONV_PATHS = {
-    "rows": (3, 1, 1, 1, (0, 3, 6, 6)),
+    "rows": (3, 1, 1, 1, (0, 3, 4, 4)),
     "wide": (3, 1, 1, 1, (0, 3, 20, 20)),
     "images": (3, 2, 1, 1, (0, 3, 40, 40)),
     "pointwise": (1, 1, 0, 1, (0, 3, 20, 20)),

@@ -216,10 +216,20 @@ def test_non_contiguous_inputs_are_read_correctly() -> None:
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
 
 
+@pytest.mark.parametrize("small", [0, 1 << 30], ids=["kernel", "numpy"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(shape=shapes, seed=st.integers(0, 2**16))
-def test_relu_matches_reference(dtype: type, shape: tuple, seed: int) -> None:
+def test_relu_matches_reference(dtype: type, shape: tuple, seed: int, small: int) -> None:
+    """Both ways: the parallel kernel and the NumPy expression for small arrays."""
+    fast.SMALL_ELEMENTWISE, saved = small, fast.SMALL_ELEMENTWISE
+    try:
+        _check_relu(dtype, shape, seed)
+    finally:
+        fast.SMALL_ELEMENTWISE = saved
+
+
+def _check_relu(dtype: type, shape: tuple, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x = rand(rng, shape, dtype)
     y = fast.relu_forward(x)
@@ -242,6 +252,20 @@ def test_bias_relu_matches_reference(
     bias = rand(rng, (o,), dtype) if has_bias else None
     shape = (n, o, oh, ow)
     check(fast.bias_relu(rows, bias, shape, relu), ref.bias_relu(rows, bias, shape, relu), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(
+    shape=st.sampled_from([(4, 3), (2, 3, 5), (3, 2, 4, 5), (1, 1, 2, 1), (0, 3, 2, 2),
+                           (2, 3, 0, 4), (7, 30, 6, 6)]),
+    seed=st.integers(0, 2**16),
+)
+def test_channel_sums_match_reference(dtype: type, shape: tuple, seed: int) -> None:
+    x = rand(np.random.default_rng(seed), shape, dtype)
+    got = fast.channel_sums(x)
+    assert got.shape == (shape[1],)
+    check(got, ref.channel_sums(x), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -385,18 +409,19 @@ def test_reference_depthwise_is_a_grouped_im2col_convolution() -> None:
 
 
 CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W)
-    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1, 36 taps: "wide"
+    (4, 3, 3, 1, 1, 1, 1, 9, 8),  # stride 1, 36 taps, 3 outputs: "direct" (else "wide")
     (3, 5, 3, 1, 1, 1, 1, 8, 9),
     (4, 6, 3, 1, 2, 1, 1, 9, 8),  # padding > k - 1: the gradient is cropped, not padded
-    (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5: "direct" (150 MACs per output)
+    (1, 6, 5, 1, 2, 1, 1, 9, 10),  # one input channel, 5x5: "direct" (25 taps)
     (2, 4, 3, 1, 1, 1, 1, 6, 11),  # "direct" with input gradient
-    (1, 11, 5, 1, 0, 1, 1, 9, 8),  # 275 MACs per output: "direct" only without dx
+    (1, 11, 5, 1, 0, 1, 1, 9, 8),  # 25 taps x 11 outputs: "direct"
     (3, 2, (3, 2), 1, (2, 1), (1, 2), 1, 10, 7),
     (4, 6, 3, 2, 1, 1, 1, 9, 9),  # stride 2
     (4, 4, 1, 1, 0, 1, 1, 5, 6),  # pointwise: one GEMM for the batch
     (3, 5, 1, 2, 0, 1, 1, 9, 9),  # 1x1 with stride 2: the per-image path
     (5, 5, 3, 1, 1, 1, 5, 7, 7),  # depthwise
     (4, 4, (2, 3), (2, 1), (1, 0), (2, 1), 4, 9, 8),
+    (4, 17, 3, 1, 1, 1, 1, 7, 6),  # 36 taps, 17 outputs: "wide"
 ]
 
 
@@ -419,6 +444,7 @@ def test_conv_paths_agree_with_the_im2col_path(
     # tiny chunks (and a short last one), every image size takes the per-image path
     monkeypatch.setattr(Conv2D, "chunk_bytes", 2 * c * w * h * 8)
     monkeypatch.setattr(Conv2D, "min_image_positions", 1)
+    monkeypatch.setattr(Conv2D, "min_wide_positions", 1)
     monkeypatch.setattr(Conv2D, "max_cached_cols_bytes", 0)  # no cached columns anywhere
     if not direct:  # the small layers take the wide path instead
         monkeypatch.setattr(Conv2D, "max_direct_macs", 0)
@@ -435,9 +461,10 @@ def test_conv_paths_agree_with_the_im2col_path(
     wide = s == 1 and k != 1
     expected = "pointwise" if (k, s, p) == (1, 1, 0) else "wide" if wide else "images"
     kh, kw = (k, k) if isinstance(k, int) else k
-    few_taps = c * kh * kw <= Conv2D.max_direct_taps and Conv2D.max_direct_macs > 0
-    cheap_dx = c * kh * kw * o <= Conv2D.max_direct_macs
-    if wide and d == 1 and few_taps and (cheap_dx or not input_grad):
+    taps = c * kh * kw
+    narrow = o <= Conv2D.max_direct_out_channels and taps * o <= Conv2D.max_direct_macs
+    if wide and d == 1 and Conv2D.max_direct_macs > 0 and (
+            taps <= Conv2D.max_direct_taps or narrow):
         expected = "direct"
     assert fast_path == ("depthwise" if groups > 1 else expected)
     for a, b in zip(results["fast"], results["rows"], strict=True):
@@ -448,14 +475,16 @@ def test_conv_paths_agree_with_the_im2col_path(
 
 
 @pytest.mark.parametrize("case", [CONV_PATH_CASES[0], CONV_PATH_CASES[3], CONV_PATH_CASES[4],
-                                  CONV_PATH_CASES[5], CONV_PATH_CASES[7]])
+                                  CONV_PATH_CASES[5], CONV_PATH_CASES[7], CONV_PATH_CASES[-1]])
 def test_conv_fast_paths_pass_gradcheck(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cases 3 and 4 take the direct path, 0 and 5 the wide one, 7 the per-image one."""
+    """Cases 0, 3, 4 and 5 take the direct path, the last the wide one, 7 the per-image
+    one."""
     from tinycnn.gradcheck import gradcheck
     from tinycnn.layers.conv import Conv2D
 
     c, o, k, s, p, d, groups, h, w = case
     monkeypatch.setattr(Conv2D, "min_image_positions", 1)
+    monkeypatch.setattr(Conv2D, "min_wide_positions", 1)
     monkeypatch.setattr(Conv2D, "chunk_bytes", 2 * c * w * h * 8)
     conv = Conv2D(c, o, k, stride=s, padding=p, dilation=d, groups=groups, dtype=np.float64,
                   rng=np.random.default_rng(2))

@@ -38,6 +38,7 @@ from tinycnn.kernels import reference
 # Conv2D's CPU-only paths ("wide", "pointwise"; on the GPU a convolution takes the
 # one-GEMM path); their reference versions are array slicing, which CuPy runs as is.
 from tinycnn.kernels.reference import (  # noqa: F401
+    channel_sums,
     col2im_images,
     conv2d_direct_backward,
     conv2d_direct_forward,
@@ -60,6 +61,7 @@ __all__ = [
     "batchnorm_forward",
     "batchnorm_stats",
     "bias_relu",
+    "channel_sums",
     "col2im",
     "col2im_images",
     "conv2d_direct_backward",

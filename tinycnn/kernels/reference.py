@@ -174,6 +174,11 @@ def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: 
     return xp.ascontiguousarray(y, dtype=rows.dtype)
 
 
+def channel_sums(x: Any) -> Any:
+    """Per-channel sums of ``x (N, C, ...)`` over every axis but 1 (a bias gradient)."""
+    return x.sum(axis=(0, *range(2, x.ndim)))
+
+
 def batchnorm_stats(x: Any) -> tuple[Any, Any]:
     """Per-channel mean and biased variance of ``x (N, C, ...)`` over every axis but 1."""
     axes = (0, *range(2, x.ndim))

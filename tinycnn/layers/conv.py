@@ -63,9 +63,11 @@ class Conv2D(Module):
     * ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
       taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
     * ``"direct"`` (CPU with the Numba kernels, one group, stride 1, no dilation, at most
-      ``max_direct_taps`` taps C*kH*kW, e.g. a first layer on MNIST or CIFAR-10):
+      ``max_direct_taps`` taps C*kH*kW, e.g. a first layer on MNIST or CIFAR-10, or at
+      most ``max_direct_out_channels`` output channels, e.g. LeNet-5's second layer):
       ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, tap ij]``, no column
-      matrix; for so few taps im2col, its skinny GEMM and the transposes cost more.
+      matrix; for so few taps or channels im2col, its skinny GEMM and the transposes
+      cost more.
 
     Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
     ``max_cached_cols_bytes``, forward keeps x instead and backward rebuilds ``X_col``
@@ -83,15 +85,19 @@ class Conv2D(Module):
     #: and every kernel and product is parallel on its own (for comparisons).
     split_images = True
     split_chunk_bytes = 2**21
-    #: ... and only when an image has at least this many output positions.
+    #: Per-image paths only for at least this many output positions per image: "images"
+    #: (strided) ...
     min_image_positions = 256
+    #: ... and "wide" (stride 1; measured faster than one big GEMM down to 7x7 maps).
+    min_wide_positions = 32
     #: CPU "direct" path (stride 1, no dilation) when a layer has at most this many taps
     #: C*kH*kW per output channel (a first layer: 1 channel 5x5, 3 channels 3x3) ...
     max_direct_taps = 27
-    #: ... and either computes no input gradient or has at most this many multiply-adds
-    #: C*kH*kW*O per output position: its input gradient is slower than col2im's for
-    #: LeNet-5's 6 -> 16 layer (see docs/kernels.md). 0 turns the path off.
-    max_direct_macs = 256
+    #: ... or at most this many output channels and at most ``max_direct_macs``
+    #: multiply-adds C*kH*kW*O per output position (LeNet-5's 6 -> 16 5x5); with more
+    #: channels the im2col GEMMs win (measurements in docs/kernels.md). 0 turns it off.
+    max_direct_out_channels = 16
+    max_direct_macs = 6400
 
     def __init__(
         self,
@@ -244,25 +250,29 @@ class Conv2D(Module):
                 return "pointwise"
             kh, kw = self.kernel_size
             taps = self.in_channels * kh * kw
-            few = taps <= self.max_direct_taps and self.max_direct_macs > 0
-            cheap_dx = taps * self.out_channels <= self.max_direct_macs
             # Only with the Numba kernels: the reference tap loop is the oracle, slower than
             # the reference im2col, and would make "reference" mean a different algorithm.
-            numba = backend.current_kernels() == "numba"
-            if numba and self.stride == self.dilation == (1, 1) and few and (
-                    cheap_dx or not self.compute_input_grad):
+            if backend.current_kernels() == "numba" and self._direct_pays(taps):
                 return "direct"
             _, _, oh, ow = self.output_shape(x_shape)
             # measured: with fewer positions per image the per-image GEMMs are too small
-            if oh * ow >= self.min_image_positions:
-                if self.stride != (1, 1):
-                    return "images"
+            if self.stride != (1, 1):
+                return "images" if oh * ow >= self.min_image_positions else "rows"
+            if oh * ow >= self.min_wide_positions:
                 # no dx (a first layer): a cached column matrix makes dW one GEMM
                 kh, kw = self.kernel_size
                 cols_bytes = x_shape[0] * oh * ow * self.in_channels * kh * kw * 4  # float32
                 small = cols_bytes <= self.max_cached_cols_bytes
                 return "rows" if small and not self.compute_input_grad else "wide"
         return "rows"
+
+    def _direct_pays(self, taps: int) -> bool:
+        """Stride 1, no dilation, and few taps or few output channels (see the limits)."""
+        if self.stride != (1, 1) or self.dilation != (1, 1) or self.max_direct_macs <= 0:
+            return False
+        narrow = (self.out_channels <= self.max_direct_out_channels
+                  and taps * self.out_channels <= self.max_direct_macs)
+        return taps <= self.max_direct_taps or narrow
 
     def forward(self, x: Any) -> Any:
         self._check(x)
@@ -274,9 +284,8 @@ class Conv2D(Module):
     def backward(self, grad_out: Any) -> Any:
         self._need_cache(self.x_shape)
         if self.bias is not None:
-            self.bias.accumulate(
-                grad_out.sum(axis=(0, 2, 3)).astype(self.bias.dtype, copy=False)
-            )
+            db = backend.kernels(grad_out).channel_sums(grad_out)
+            self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
         return getattr(self, f"_backward_{self.impl}")(grad_out)
 
     # --- one big GEMM over the (N*OH*OW, C*kH*kW) column matrix
