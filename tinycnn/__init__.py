@@ -1,8 +1,10 @@
 """tinycnn: a readable CNN framework on NumPy with hand-written backward passes."""
 
+from tinycnn._memory import apply_defaults as _apply_allocator_defaults
 from tinycnn._threads import apply_defaults as _apply_thread_defaults
 
 _apply_thread_defaults()  # must run before NumPy starts its BLAS thread pool
+_apply_allocator_defaults()  # large arrays stay in the heap between training steps
 
 from tinycnn import backend, losses, metrics, models, optim, schedules  # noqa: E402
 from tinycnn.backend import current_kernels, gpu_available, use_kernels  # noqa: E402
