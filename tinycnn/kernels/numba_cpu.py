@@ -1029,18 +1029,24 @@ def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: 
 # ------------------------------------------------------------------------------- BatchNorm
 
 
+@njit(cache=True, inline="always")
+def _channel_sum(x, ci):  # pragma: no cover
+    # Sum of channel ci of x (N, C, L): float64 across rows; each row's sum is vectorized
+    # in the array's dtype (inlined, so under the caller's fastmath reassociation).
+    s = 0.0
+    for ni in range(x.shape[0]):
+        row = x[ni, ci]
+        r = row[0] * 0
+        for p in range(x.shape[2]):
+            r += row[p]
+        s += r
+    return s
+
+
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _channel_sums_kernel(x, out):  # pragma: no cover
-    n, c, hw = x.shape
-    for ci in prange(c):  # one channel per task
-        s = 0.0  # float64 across rows; each row's sum is vectorized in the arrays' dtype
-        for ni in range(n):
-            row = x[ni, ci]
-            r = row[0] * 0
-            for p in range(hw):
-                r += row[p]
-            s += r
-        out[ci] = s
+    for ci in prange(x.shape[1]):  # one channel per task
+        out[ci] = _channel_sum(x, ci)
 
 
 def channel_sums(x: Any) -> np.ndarray:
@@ -1063,14 +1069,7 @@ def _bn_stats_kernel(x, mean, var):  # pragma: no cover
     n, c, hw = x.shape
     m = n * hw
     for ci in prange(c):  # one channel per task
-        s = 0.0  # float64 across rows; each row's sum is vectorized in the arrays' dtype
-        for ni in range(n):
-            row = x[ni, ci]
-            r = row[0] * 0
-            for p in range(hw):
-                r += row[p]
-            s += r
-        mu = s / m
+        mu = _channel_sum(x, ci) / m
         q = 0.0
         for ni in range(n):
             row = x[ni, ci]
