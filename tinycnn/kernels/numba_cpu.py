@@ -517,8 +517,6 @@ def pad2d(x: Any, ph: int, pw: int) -> np.ndarray:
     return out
 
 
-_pad_planes = pad2d
-
 
 def depthwise_conv2d_forward(
     x: Any, weight: Any, stride: Pair, padding: Pair, dilation: Pair = (1, 1)
@@ -533,7 +531,7 @@ def depthwise_conv2d_forward(
     oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
     y = np.empty((n, c, oh, ow), dtype=x.dtype)
     wt = _c(weight.reshape(c, kh, kw)).astype(x.dtype, copy=False)
-    _dw_fwd_kernel(_pad_planes(x, ph, pw), wt, sh, sw, dh, dw, y)
+    _dw_fwd_kernel(pad2d(x, ph, pw), wt, sh, sw, dh, dw, y)
     return y
 
 
@@ -710,7 +708,7 @@ def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> np.n
     # one wide plane per part of the work (not per thread id: two Python threads could run
     # the kernel at once)
     scratch = np.empty((min(n * o, _DIRECT_PARTS), (oh - 1) * wp + ow), dtype=x.dtype)
-    ximg = _pad_planes(x, ph, pw).reshape(n, c * hp * wp)
+    ximg = pad2d(x, ph, pw).reshape(n, c * hp * wp)
     wk = _c(weight).astype(x.dtype, copy=False).reshape(o, c * kh * kw)
     _direct_fwd_kernel(ximg, wk, _tap_offsets(c, kh, kw, hp, wp), b, wp, scratch, y)
     return y
@@ -729,7 +727,7 @@ def conv2d_direct_backward(
     size = (oh - 1) * wp + ow
     g = _c(grad_out)
     gw = widen(g, np.empty((n, o, oh, wp), dtype=g.dtype)).reshape(n, o, oh * wp)
-    ximg = _pad_planes(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c * hp * wp)
+    ximg = pad2d(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c * hp * wp)
     offs = _tap_offsets(c, kh, kw, hp, wp)
     dwk = np.empty((o, c * kh * kw), dtype=g.dtype)
     _direct_dw_kernel(gw, ximg, offs, size, g.dtype.type(0), dwk)

@@ -235,7 +235,8 @@ class Conv2D(Module):
         ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
         padded input in cache-sized chunks;
         ``"pointwise"``: CPU, one group, 1x1 stride 1 unpadded: one GEMM for the batch;
-        ``"direct"``: CPU, one group, stride 1, few taps (a first layer): tap loops;
+        ``"direct"``: CPU, one group, stride 1, few taps (a first layer) or few output
+        channels: tap loops;
         ``"images"``: CPU, one group, other strides, at least ``min_image_positions``
         outputs per image: per-image column matrices in cache-sized chunks;
         ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
@@ -260,7 +261,6 @@ class Conv2D(Module):
                 return "images" if oh * ow >= self.min_image_positions else "rows"
             if oh * ow >= self.min_wide_positions:
                 # no dx (a first layer): a cached column matrix makes dW one GEMM
-                kh, kw = self.kernel_size
                 cols_bytes = x_shape[0] * oh * ow * self.in_channels * kh * kw * 4  # float32
                 small = cols_bytes <= self.max_cached_cols_bytes
                 return "rows" if small and not self.compute_input_grad else "wide"
@@ -484,7 +484,7 @@ class Conv2D(Module):
         ph, pw = dh * (kh - 1) - top, dil_w * (kw - 1) - left
         g = g[:, :, max(-ph, 0) : oh - max(-ph, 0), max(-pw, 0) : ow - max(-pw, 0)]
         ph, pw = max(ph, 0), max(pw, 0)
-        gpad = xp.ascontiguousarray(backend.kernels(g).pad2d(g, ph, pw))
+        gpad = backend.kernels(g).pad2d(g, ph, pw)
         wg = gpad.shape[3]  # = W + dw*(kw - 1): the row width of Gc and of dx before the crop
         wf = xp.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
         length = h * wg
