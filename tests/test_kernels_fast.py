@@ -385,9 +385,10 @@ def test_direct_conv_kernels_match_reference(dtype: type, g: dict, o: int, bias:
     for a, w in zip(fast.conv2d_direct_backward(grad, x, weight, g["padding"]), want,
                     strict=True):
         check(a, w, dtype)
-    dx, dw = fast.conv2d_direct_backward(grad, x, weight, g["padding"], input_grad=False)
+    dx, dw, db = fast.conv2d_direct_backward(grad, x, weight, g["padding"], input_grad=False)
     assert dx is None
     check(dw, want[1], dtype)
+    check(db, want[2], dtype)
 
 
 def test_reference_direct_conv_is_the_im2col_convolution() -> None:
@@ -403,7 +404,8 @@ def test_reference_direct_conv_is_the_im2col_convolution() -> None:
                                rtol=1e-12, atol=1e-12)
     grad = rng.standard_normal(y.shape)
     g_rows = grad.transpose(0, 2, 3, 1).reshape(-1, 4)
-    dx, dw = ref.conv2d_direct_backward(grad, x, weight, (1, 2))
+    dx, dw, db = ref.conv2d_direct_backward(grad, x, weight, (1, 2))
+    np.testing.assert_allclose(db, grad.sum(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(dw, (g_rows.T @ cols).reshape(weight.shape), rtol=1e-12)
     want_dx = ref.col2im(g_rows @ weight.reshape(4, -1), x.shape, 3, 2, (1, 1), (1, 2))
     np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)

@@ -422,11 +422,12 @@ def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> Any:
 
 def conv2d_direct_backward(
     grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True
-) -> tuple[Any, Any]:
-    """Gradients of :func:`conv2d_direct_forward` but the bias: ``(dx or None, dweight)``.
+) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`conv2d_direct_forward`: ``(dx or None, dweight, dbias)``.
 
-    ``dweight[o, c, i, j] = sum_{n, oy, ox} g[n, o] * x_pad[n, c, tap (i, j)]`` and
-    ``dx_pad[n, c, tap (i, j)] += sum_o weight[o, c, i, j] * g[n, o]`` (cropped to H x W).
+    ``dweight[o, c, i, j] = sum_{n, oy, ox} g[n, o] * x_pad[n, c, tap (i, j)]``,
+    ``dx_pad[n, c, tap (i, j)] += sum_o weight[o, c, i, j] * g[n, o]`` (cropped to H x W)
+    and ``dbias[o] = sum_{n, oy, ox} g[n, o]``.
     """
     xp = get_array_module(grad_out)
     n, c, h, w = x.shape
@@ -439,12 +440,13 @@ def conv2d_direct_backward(
         for j in range(kw):
             dw[:, :, i, j] = xp.einsum("nohw,nchw->oc", grad_out,
                                        img[:, :, i : i + oh, j : j + ow])
+    db = channel_sums(grad_out)
     if not input_grad:
-        return None, dw
+        return None, dw, db
     wt = weight.astype(grad_out.dtype, copy=False)
     dimg = xp.zeros(img.shape, dtype=grad_out.dtype)
     for i in range(kh):
         for j in range(kw):
             dimg[:, :, i : i + oh, j : j + ow] += xp.einsum("oc,nohw->nchw", wt[:, :, i, j],
                                                              grad_out)
-    return dimg[:, :, ph : ph + h, pw : pw + w].copy(), dw
+    return dimg[:, :, ph : ph + h, pw : pw + w].copy(), dw, db

@@ -283,7 +283,7 @@ class Conv2D(Module):
 
     def backward(self, grad_out: Any) -> Any:
         self._need_cache(self.x_shape)
-        if self.bias is not None:
+        if self.bias is not None and self.impl != "direct":  # direct sums it on the way
             db = backend.kernels(grad_out).channel_sums(grad_out)
             self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
         return getattr(self, f"_backward_{self.impl}")(grad_out)
@@ -581,10 +581,12 @@ class Conv2D(Module):
 
     def _backward_direct(self, grad_out: Any) -> Any:
         top, _, left, _ = self._pads
-        dx, dw = backend.kernels(grad_out).conv2d_direct_backward(
+        dx, dw, db = backend.kernels(grad_out).conv2d_direct_backward(
             grad_out, self.x, self.weight.data, (top, left), input_grad=self.compute_input_grad
         )
         self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        if self.bias is not None:
+            self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
         return dx
 
     def _clear_cache(self) -> None:
