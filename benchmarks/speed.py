@@ -285,6 +285,12 @@ THREAD_CONFIGS = {
     "PASSIVE + timeout 20 + Numba workqueue": {
         "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20",
         "NUMBA_THREADING_LAYER": "workqueue"},
+    "PASSIVE + timeout 20 + GOMP_SPINCOUNT 1000": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20",
+        "GOMP_SPINCOUNT": "1000"},
+    "PASSIVE + timeout 20 + GOMP_SPINCOUNT 10000": {
+        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20",
+        "GOMP_SPINCOUNT": "10000"},
 }
 
 
