@@ -670,7 +670,7 @@ def _direct_dw_kernel(gw, ximg, offs, size, zero, dwk):  # pragma: no cover
             dwk[o0, k0], dwk[o0, k0 + 1], dwk[o0, k0 + 2], dwk[o0, k0 + 3] = a0, b0, c0, d0
             dwk[o0 + 1, k0], dwk[o0 + 1, k0 + 1] = a1, b1
             dwk[o0 + 1, k0 + 2], dwk[o0 + 1, k0 + 3] = c1, d1
-        else:  # the last channel or taps of an odd count: one dot product at a time
+        else:  # an odd last channel, or taps left over from fours: one dot product each
             for oi in range(o0, min(o0 + 2, o)):
                 for k in range(k0, min(k0 + 4, taps)):
                     total = zero
