@@ -1,13 +1,18 @@
-"""tinycnn: a readable CNN framework on NumPy with hand-written backward passes."""
+"""tinycnn: a readable CNN framework on NumPy with hand-written backward passes.
 
-from tinycnn._memory import apply_defaults as _apply_allocator_defaults
+The layers are the reference; ``tinycnn.accelerate(model)`` runs a model with the
+acceleration engine's fast twins (:mod:`tinycnn.fast`).
+"""
+
 from tinycnn._threads import apply_defaults as _apply_thread_defaults
 
-_apply_thread_defaults()  # must run before NumPy starts its BLAS thread pool
-_apply_allocator_defaults()  # large arrays stay in the heap between training steps
+# The one import-time side effect: thread settings that OpenBLAS reads only when NumPy
+# loads (tinycnn._threads says why); a value already in the environment wins.
+_apply_thread_defaults()
 
 from tinycnn import backend, losses, metrics, models, optim, schedules  # noqa: E402
-from tinycnn.backend import current_kernels, gpu_available, use_kernels  # noqa: E402
+from tinycnn.backend import gpu_available  # noqa: E402
+from tinycnn.fast import accelerate, current_kernels, is_accelerated, use_kernels  # noqa: E402
 from tinycnn.containers import Concat, Residual, Sequential  # noqa: E402
 from tinycnn.gradcheck import gradcheck  # noqa: E402
 from tinycnn.layers import *  # noqa: E402,F403
@@ -41,7 +46,9 @@ __all__ = [
     "Module",
     "Parameter",
     "StateDictError",
+    "accelerate",
     "backend",
+    "is_accelerated",
     "current_kernels",
     "gpu_available",
     "use_kernels",

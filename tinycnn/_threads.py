@@ -61,7 +61,7 @@ def thread_settings() -> dict[str, object]:
     info["cpu_count"] = os.cpu_count()
     info["set_by_tinycnn"] = dict(status["applied"])  # type: ignore[arg-type]
     info["numpy_imported_before_tinycnn"] = status["numpy_imported_first"]
-    from tinycnn import _memory  # the allocator settings belong in the same report
+    from tinycnn.fast import memory  # the allocator settings belong in the same report
 
-    info["malloc"] = dict(_memory.status)
+    info["malloc"] = dict(memory.status)
     return info

@@ -260,7 +260,9 @@ def _setup(args: argparse.Namespace) -> None:
     if args.device == "gpu":
         backend.require_gpu()
     if args.kernels:
-        backend.use_kernels(args.kernels)
+        from tinycnn.fast import use_kernels
+
+        use_kernels(args.kernels)
 
 
 # commands ------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from tinycnn import backend
-from tinycnn.layers.activation import ReLU
-from tinycnn.layers.pool import MaxPool2D
 from tinycnn.layers.shape import Identity
 from tinycnn.module import LayerInputError, Module
 
@@ -59,22 +57,10 @@ class Sequential(Module):
     ``Sequential`` sharing the children), iteration and ``append``.
 
     Backward: g_n = g, g_{k-1} = f_k.backward(g_k), returned dL/dx = g_0.
-
-    One reordering, on by default (``reorder_relu_pool``): a ``ReLU`` followed by a
-    ``MaxPool2D`` runs after the pool instead. max and ReLU commute, pool(relu(x)) =
-    relu(pool(x)), and so do their gradients: the pool sends g to the window's maximum,
-    which is positive exactly when the ReLU lets g through. Outputs and gradients are
-    identical; the ReLU touches a quarter of the values (2x2 pool) and its two passes
-    over the largest activation disappear. The children's caches then hold what they
-    saw (the ReLU's ``y`` has the pooled shape).
     """
-
-    #: run ``ReLU -> MaxPool2D`` as ``MaxPool2D -> ReLU`` (same results, less work)
-    reorder_relu_pool = True
 
     def __init__(self, *layers: Any) -> None:
         super().__init__()
-        self._order = None  # the order of the last forward, for backward
         _add_children(self, _named_children_from(layers, "Sequential"))
 
     def append(self, module: Module) -> Sequential:
@@ -98,34 +84,15 @@ class Sequential(Module):
             raise IndexError(f"Sequential index {index} out of range for {len(items)} children")
         return items[index][1]
 
-    def execution_order(self) -> list[Module]:
-        """The children in the order ``forward`` runs them (see ``reorder_relu_pool``)."""
-        order = list(self._modules.values())
-        if not self.reorder_relu_pool:
-            return order
-        i = 0
-        while i + 1 < len(order):
-            if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2D:
-                order[i], order[i + 1] = order[i + 1], order[i]
-                i += 2
-            else:
-                i += 1
-        return order
-
     def forward(self, x: Any) -> Any:
-        self._order = self.execution_order()
-        for module in self._order:
+        for module in self._modules.values():
             x = module(x)
         return x
 
     def backward(self, grad_out: Any) -> Any:
-        order = self.execution_order() if self._order is None else self._order
-        for module in reversed(order):
+        for module in reversed(self._modules.values()):
             grad_out = module.backward(grad_out)
         return grad_out
-
-    def _clear_cache(self) -> None:
-        self._order = None
 
 
 class Residual(Module):

@@ -12,7 +12,7 @@ State arrays (momentum buffers, Adam's moments) are made with the parameter's ar
 module and dtype, so a float32 model on the GPU keeps float32 GPU state; when the model
 moves to another device after some steps, ``step()`` moves each state array to its
 parameter's device first. On the GPU, the SGD-with-momentum and Adam/AdamW updates run as
-one fused CUDA kernel per parameter (:mod:`tinycnn.kernels.cuda`), the same arithmetic as
+one fused CUDA kernel per parameter (:mod:`tinycnn.fast.cuda`), the same arithmetic as
 the NumPy code.
 ``state_dict()`` holds only numbers and arrays (NumPy copies), keyed ``"state.<i>.<name>"``
 for parameter ``i``, so it saves to ``.npz`` without pickle.
@@ -90,7 +90,9 @@ def _follow_device(p: Parameter, state: dict[str, Any]) -> None:
 def _fused(p: Parameter, g: Any) -> Any:
     """The CUDA kernel module when ``p`` is a CuPy array and ``g`` matches it, else ``None``."""
     if backend.is_gpu_array(p.data) and g.dtype == p.data.dtype and g.shape == p.data.shape:
-        return backend.kernels(p.data)
+        from tinycnn.fast import kernels_for
+
+        return kernels_for(p.data)
     return None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tinycnn import backend
-from tinycnn.containers import Sequential
+from tinycnn.fast import use_kernels
 from tinycnn.module import Module
 
 
@@ -62,7 +62,7 @@ def summary(
             rows.append(
                 {
                     "name": name or "(model)",
-                    "type": type(module).__name__,
+                    "type": module._name(),
                     "output_shape": out_shape,
                     "params": sum(p.size for p in module._parameters.values()),
                     "macs": int(module.macs(in_shape, out_shape)),
@@ -74,17 +74,13 @@ def summary(
         wrapped.append((module, module.__dict__.get("forward")))
         object.__setattr__(module, "forward", recording_forward)
 
-    # rows in the written order: no ReLU/MaxPool2D reordering while recording
-    chains = [(m, m.__dict__.get("reorder_relu_pool")) for m in model.modules()
-              if isinstance(m, Sequential)]
     try:
-        for m, _ in chains:
-            object.__setattr__(m, "reorder_relu_pool", False)
         for name, module in model.named_modules():
             if not module._modules:
                 wrap(name, module)
         model.eval()
-        out = model(x)
+        with use_kernels("reference"):  # shapes need no compiled kernels
+            out = model(x)
     finally:
         for module, previous in wrapped:
             if previous is None:
@@ -93,11 +89,6 @@ def summary(
                 object.__setattr__(module, "forward", previous)
         for module, training in modes:
             object.__setattr__(module, "training", training)
-        for m, previous in chains:
-            if previous is None:
-                del m.__dict__["reorder_relu_pool"]
-            else:
-                object.__setattr__(m, "reorder_relu_pool", previous)
 
     result = {
         "params": model.num_parameters(),
@@ -107,7 +98,7 @@ def summary(
         "layers": rows,
     }
     if print_fn is not None:
-        print_fn(_format(type(model).__name__, shape, rows, result))
+        print_fn(_format(model._name(), shape, rows, result))
     return result
 
 

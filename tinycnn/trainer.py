@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from tinycnn import backend
-from tinycnn.containers import Concat, Residual
+from tinycnn.fast import accelerate as accelerate_model
 from tinycnn.metrics import _pair, evaluate
 from tinycnn.module import Module, save_arrays
 from tinycnn.schedules import ReduceLROnPlateau
@@ -154,19 +154,6 @@ def _set_states(gens: list[Any], states: list[Any], what: str) -> None:
         g.bit_generator.state = s
 
 
-def _first_conv(model: Module) -> Module | None:
-    """The first leaf module when it is a Conv2D on a single-branch path from the root."""
-    m = model
-    while True:
-        if isinstance(m, (Residual, Concat)):
-            return None
-        children = list(m.children())
-        if not children:
-            break
-        m = children[0]
-    return m if hasattr(m, "compute_input_grad") else None
-
-
 def _to_float(v: Any) -> float:
     return float(v) if v is not None else math.nan
 
@@ -184,6 +171,9 @@ class Trainer:
     when output goes to a file); ``verbose``: print one line per epoch.
     ``aux_weight``: weight of auxiliary heads' losses for models whose training output is
     a tuple ``(logits, *aux_logits)``, such as GoogLeNet.
+    ``accelerate``: run the model with the acceleration engine's fast layers
+    (:func:`tinycnn.accelerate`, applied to the model in place; during ``fit`` its first
+    layer also skips the gradient of the images); ``False`` trains the reference layers.
     """
 
     def __init__(
@@ -202,12 +192,16 @@ class Trainer:
         progress: bool | None = None,
         verbose: bool = True,
         aux_weight: float = 0.3,
+        accelerate: bool = True,
     ) -> None:
         if monitor is not None and monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
         if patience is not None and patience < 0:
             raise ValueError(f"patience must be >= 0 or None, got {patience}")
         self.model = model
+        self.accelerate = bool(accelerate)
+        if self.accelerate:
+            accelerate_model(model)
         self.loss = loss
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -351,10 +345,8 @@ class Trainer:
             if path is None:
                 raise ValueError("resume=True needs the Trainer's checkpoint path")
             partial = self.load_checkpoint(path, train_loader)
-        first = _first_conv(self.model)
-        saved_flag = first.compute_input_grad if first is not None else None
-        if first is not None:
-            first.compute_input_grad = False  # nothing needs the image gradient
+        if self.accelerate:  # nothing needs the gradient of the images
+            accelerate_model(self.model, input_grad=False)
         self.history.interrupted = False
         try:
             with _DeferredInterrupt() as self._interrupt:
@@ -372,8 +364,8 @@ class Trainer:
             )
             return self.history
         finally:
-            if first is not None:
-                first.compute_input_grad = saved_flag
+            if self.accelerate:
+                accelerate_model(self.model, input_grad=True)
         if self.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         return self.history

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinycnn import backend
 from tinycnn.backend import get_array_module
 from tinycnn.module import Module, check_input
 
@@ -13,12 +12,10 @@ _LAYOUT = "(N, ...)"
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``, any shape.
+    """``y = max(x, 0)``, any shape; NaN stays NaN (as in PyTorch).
 
     Backward: dL/dx = g * [x > 0] = g * [y > 0]  (the derivative at 0 is taken as 0).
-    The output ``y`` is kept for backward instead of a boolean mask. On the CPU the
-    kernels (``relu_forward``/``relu_backward``) make one pass each; on the GPU plain
-    elementwise expressions are fast already.
+    The output ``y`` is kept for backward instead of a boolean mask.
     """
 
     def __init__(self) -> None:
@@ -27,20 +24,14 @@ class ReLU(Module):
 
     def forward(self, x: Any) -> Any:
         check_input(self, x, _RANKS, _LAYOUT)
-        if backend.is_gpu_array(x):
-            self.y = x * (x > 0)
-        else:
-            self.y = backend.kernels(x).relu_forward(x)
+        xp = get_array_module(x)
+        self.y = xp.maximum(x, xp.zeros((), dtype=x.dtype))  # maximum propagates NaN
         return self.y
 
     def backward(self, grad_out: Any) -> Any:
         self._need_cache(self.y)
-        if backend.is_gpu_array(grad_out):
-            return grad_out * (self.y > 0)
-        return backend.kernels(grad_out).relu_backward(grad_out, self.y)
-
-    def _clear_cache(self) -> None:
-        self.y = None
+        xp = get_array_module(grad_out)
+        return xp.where(self.y > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
 
 
 class ReLU6(Module):

@@ -8,7 +8,8 @@ import numpy as np
 
 from tinycnn import backend
 from tinycnn.init import initialize
-from tinycnn.layers.conv import IntOrPair, _pair
+from tinycnn.layers.arguments import IntOrPair, check_int, check_pair
+from tinycnn.layers.conv import col2im, im2col
 from tinycnn.module import LayerInputError, Module, Parameter, check_input
 
 
@@ -50,7 +51,10 @@ class ConvTranspose2D(Module):
         rng: np.random.Generator | None = None,
     ) -> None:
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
+        check_int("ConvTranspose2D", "in_channels", in_channels)
+        check_int("ConvTranspose2D", "out_channels", out_channels)
+        check_int("ConvTranspose2D", "groups", groups)
+        if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"ConvTranspose2D: in_channels ({in_channels}) and out_channels "
                 f"({out_channels}) must both be divisible by groups ({groups})"
@@ -62,11 +66,11 @@ class ConvTranspose2D(Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.groups = groups
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.output_padding = _pair(output_padding, "output_padding", 0)
-        self.dilation = _pair(dilation, "dilation", 1)
+        self.kernel_size = check_pair("ConvTranspose2D", "kernel_size", kernel_size, 1)
+        self.stride = check_pair("ConvTranspose2D", "stride", stride, 1)
+        self.padding = check_pair("ConvTranspose2D", "padding", padding, 0)
+        self.output_padding = check_pair("ConvTranspose2D", "output_padding", output_padding, 0)
+        self.dilation = check_pair("ConvTranspose2D", "dilation", dilation, 1)
         for axis in range(2):
             if self.output_padding[axis] >= max(self.stride[axis], self.dilation[axis]):
                 raise ValueError(
@@ -123,9 +127,8 @@ class ConvTranspose2D(Module):
         cols = self._join_groups(self._split_groups(rows) @ w_g)  # (M, C_out*kH*kW)
         ch, cw = self._canvas_size(h, w)
         kh, kw = self.kernel_size
-        canvas = backend.kernels(cols).col2im(
-            cols, (n, out_c, ch, cw), kh, kw, self.stride, (0, 0), self.dilation
-        )
+        canvas = col2im(cols, (n, out_c, ch, cw), (kh, kw), self.stride, (0, 0, 0, 0),
+                        self.dilation)
         y = self._crop(xp, canvas, oh, ow)
         if self.bias is not None:
             y += self.bias.data.astype(x.dtype, copy=False).reshape(1, -1, 1, 1)
@@ -152,9 +155,8 @@ class ConvTranspose2D(Module):
         g_canvas = xp.zeros((n, self.out_channels, ch, cw), dtype=grad_out.dtype)
         hh, ww = min(oh, ch - ph), min(ow, cw - pw)
         g_canvas[:, :, ph : ph + hh, pw : pw + ww] = grad_out[:, :, :hh, :ww]
-        g_cols = backend.kernels(g_canvas).im2col(
-            g_canvas, kh, kw, self.stride, (0, 0), self.dilation
-        )  # (M, C_out*kH*kW)
+        g_cols = im2col(g_canvas, (kh, kw), self.stride, (0, 0, 0, 0),
+                        self.dilation)  # (M, C_out*kH*kW)
         g_cols_g = self._split_groups(g_cols)  # (g, M, C_out/g*kH*kW)
         rows = self.x.transpose(0, 2, 3, 1).reshape(n * h * w, c)
         if self.weight.requires_grad:

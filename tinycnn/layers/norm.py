@@ -7,26 +7,12 @@ inputs, so a conv feature map is normalized per channel, never per activation.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from tinycnn import backend
 from tinycnn.backend import get_array_module
 from tinycnn.module import LayerInputError, Module, Parameter, check_input
-
-
-def channel_sum(a: Any, b: Any = None) -> Any:
-    """Per-channel sum over every axis but axis 1: of ``a``, or of ``a * b`` when given.
-
-    ``einsum`` reduces without materializing the product ``a * b``.
-    """
-    xp = get_array_module(a, b)
-    a3 = a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
-    if b is None:
-        return xp.einsum("ncl->c", a3)
-    return xp.einsum("ncl,ncl->c", a3, b.reshape(a3.shape))
 
 
 class _BatchNorm(Module):
@@ -94,7 +80,8 @@ class _BatchNorm(Module):
     def forward(self, x: Any) -> Any:
         check_input(self, x, self._ndims, self._layout, channels=self.num_features)
         xp = get_array_module(x)
-        k = backend.kernels(x)
+        axes = (0, *range(2, x.ndim))  # every axis but the channel axis 1
+        shape = (1, self.num_features) + (1,) * (x.ndim - 2)  # a per-channel vector, broadcast
         m = x.size // self.num_features
         use_batch = self.training or not self.track_running_stats
         if use_batch:
@@ -103,17 +90,19 @@ class _BatchNorm(Module):
                     f"{self._name()} expected more than 1 value per channel when training, "
                     f"got input shape {tuple(x.shape)}"
                 )
-            mean, var = k.batchnorm_stats(x)  # per channel, over every axis but 1
+            mean = x.mean(axis=axes)
+            var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
         else:
             mean = self.running_mean.astype(x.dtype, copy=False)
             var = self.running_var.astype(x.dtype, copy=False)
-        inv_std = 1.0 / xp.sqrt(var + self.eps)
-        weight = self.weight.data if self.affine else None
-        bias = self.bias.data if self.affine else None
-        # xhat = (x - mean) * inv_std and y = weight * xhat + bias, in one pass
-        y, xhat = k.batchnorm_forward(x, mean, inv_std, weight, bias)
+        inv_std = 1.0 / xp.sqrt(var + self.eps)  # 1 / sigma
+        xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        y = xhat
+        if self.affine:
+            weight = self.weight.data.astype(x.dtype, copy=False)
+            y = xhat * weight.reshape(shape) + self.bias.data.astype(x.dtype).reshape(shape)
         self.xhat, self.inv_std, self.batch_stats = xhat, inv_std, use_batch
         return y
 
@@ -135,25 +124,21 @@ class _BatchNorm(Module):
 
     def backward(self, grad_out: Any) -> Any:
         self._need_cache(self.xhat)
-        xhat, inv_std = self.xhat, self.inv_std
-        shape = (1, self.num_features) + (1,) * (xhat.ndim - 2)
+        xhat, g = self.xhat, grad_out
+        axes = (0, *range(2, g.ndim))
+        shape = (1, self.num_features) + (1,) * (g.ndim - 2)
+        m = g.size // self.num_features
+        g_sum = g.sum(axis=axes)  # sum(g), per channel
+        gx_sum = (g * xhat).sum(axis=axes)  # sum(g * xhat), per channel
+        scale = self.inv_std.astype(g.dtype, copy=False)  # gamma / sigma
         if self.affine:
-            scale = self.weight.data.astype(xhat.dtype, copy=False) * inv_std
-        else:
-            scale = inv_std
-        if self.batch_stats:
-            # gamma / (m * sigma) * (m * g - sum(g) - xhat * sum(g * xhat)), and both sums,
-            # in one kernel
-            k = backend.kernels(grad_out)
-            dx, g_sum, gx_sum = k.batchnorm_backward(grad_out, xhat, scale)
-        else:
-            g_sum = channel_sum(grad_out)
-            gx_sum = channel_sum(grad_out, xhat)
-            dx = grad_out * scale.reshape(shape)
-        if self.affine:
+            scale = scale * self.weight.data.astype(g.dtype, copy=False)
             self.weight.accumulate(gx_sum.astype(self.weight.dtype, copy=False))
             self.bias.accumulate(g_sum.astype(self.bias.dtype, copy=False))
-        return dx
+        if not self.batch_stats:  # running statistics are constants
+            return g * scale.reshape(shape)
+        dx = m * g - g_sum.reshape(shape) - xhat * gx_sum.reshape(shape)
+        return dx * (scale / m).reshape(shape)
 
     def _clear_cache(self) -> None:
         self.xhat = None

@@ -1,4 +1,4 @@
-"""Numba kernels: the same functions, signatures and results as :mod:`tinycnn.kernels.reference`.
+"""Numba kernels: the same functions, signatures and results as :mod:`tinycnn.fast.plain`.
 
 How they are built (see ``docs/kernels.md`` for each family):
 
@@ -32,7 +32,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from tinycnn.kernels.reference import out_size
+from tinycnn.fast.plain import out_size
 
 Pair = tuple[int, int]
 
@@ -241,7 +241,7 @@ def im2col_wide(
 ) -> np.ndarray:
     """Stride-1 columns of a padded ``xpad (N, C, Hp, Wp)`` as ``(N, C*kh*kw, OH*Wp)``.
 
-    Same layout as :func:`tinycnn.kernels.reference.im2col_wide`: each row is one contiguous
+    Same layout as :func:`tinycnn.fast.plain.im2col_wide`: each row is one contiguous
     copy of ``OH*Wp`` elements, instead of ``OH`` short copies of ``OW``.
     """
     return _im2col_wide(_im2col_wide_kernel, xpad, kh, kw, dilation, out)

@@ -31,13 +31,13 @@ from typing import Any
 
 import cupy as cp
 
-from tinycnn.kernels import reference
+from tinycnn.fast import plain as reference
 
 # col2im_images, im2col_images, the direct and the depthwise kernels have no CUDA version: the
 # reference ones run on CuPy arrays through ``xp``. crop_bias, im2col_wide and widen serve
 # Conv2D's CPU-only paths ("wide", "pointwise"; on the GPU a convolution takes the
 # one-GEMM path); their reference versions are array slicing, which CuPy runs as is.
-from tinycnn.kernels.reference import (  # noqa: F401
+from tinycnn.fast.plain import (  # noqa: F401
     channel_sums,
     col2im_images,
     conv2d_direct_backward,

@@ -1,4 +1,4 @@
-"""Allocator defaults, applied at ``import tinycnn``: keep freed memory for the next step.
+"""Allocator defaults, applied by ``tinycnn.accelerate``: keep freed memory for the next step.
 
 A training step allocates the same large arrays every time (activations, their
 gradients, column matrices) and frees them again. glibc's ``malloc`` serves an array
@@ -29,7 +29,7 @@ MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 256 * 2**20
 
 # Filled by apply_defaults(): what was set, or why nothing was.
-status: dict[str, object] = {"applied": {}, "skipped": None}
+status: dict[str, object] = {"applied": {}, "skipped": "no model accelerated yet"}
 
 
 def _user_settings() -> str | None:
@@ -45,7 +45,12 @@ def _user_settings() -> str | None:
 
 
 def apply_defaults() -> dict[str, int]:
-    """Raise glibc's mmap and trim thresholds unless the user set either; return what was set."""
+    """Raise glibc's mmap and trim thresholds unless the user set either; return what was set.
+
+    Runs once per process (a second call returns what the first set).
+    """
+    if status["skipped"] != "no model accelerated yet":
+        return dict(status["applied"])  # type: ignore[arg-type]
     status["applied"], status["skipped"] = {}, None
     if not sys.platform.startswith("linux"):
         status["skipped"] = "not Linux"

@@ -1,0 +1,506 @@
+"""Conv2D's accelerated paths and the rules that choose them.
+
+:class:`FastConv2D` is the engine's twin of :class:`tinycnn.layers.conv.Conv2D`: the same
+parameters, buffers and state-dict keys (``accelerate`` swaps the class of a model's
+``Conv2D`` instances), and six implementations that all compute the reference's result
+(``tests/test_equality.py`` compares them); ``_path`` picks one in forward, backward
+follows it:
+
+* ``"rows"``: the reference's algorithm, im2col + one GEMM over the whole batch, with the
+  Numba or CUDA im2col/col2im (GPU, groups, asymmetric padding, and CPU layers with fewer
+  than ``min_image_positions`` outputs per image, whose per-image GEMMs would be too small).
+* ``"wide"`` (CPU, one group, stride 1): the input is padded once; per image, row
+  ``(c, i, j)`` of ``cols_n (C*kH*kW, OH*Wp)`` is one contiguous run of the padded
+  plane (output rows keep the padded width ``Wp``; the extra ``Wp - OW`` columns are
+  cropped). ``Y_n = W_col cols_n + b`` is NCHW. Backward: dx is itself a stride-1
+  convolution of G (padded by ``d*(k-1) - p``) with the flipped, transposed kernel,
+  and the same columns of G give dW (no im2col of x, no col2im). Each thread takes its
+  own range of images (:func:`tinycnn.fast.threads.split_images`).
+* ``"pointwise"`` (CPU, one group, 1x1, stride 1, no padding): x as ``(C, N*H*W)``,
+  ``Y^T = W X^T``: one matrix product for the whole batch (and two in backward).
+* ``"images"`` (CPU, one group, other strides): per image ``n``,
+  ``cols_n (C*kH*kW, OH*OW)`` and ``Y_n = W_col cols_n + b`` is already NCHW;
+  ``dW = sum_n G_n cols_n^T`` and ``dx_n = col2im(W_col^T G_n)``, ``G_n (O, OH*OW)``.
+  Like ``"wide"``, it goes through the images in chunks whose columns stay about
+  ``chunk_bytes`` (in L2 cache), and backward rebuilds them.
+* ``"depthwise"`` (``groups == in_channels == out_channels``): a loop over the kH*kW
+  taps, ``y[n, c] = sum_ij w[c, i, j] * x_pad[n, c, tap ij]``, no column matrix.
+* ``"direct"`` (CPU, one group, stride 1, no dilation, at most ``max_direct_taps`` taps
+  C*kH*kW, e.g. a first layer on MNIST or CIFAR-10, or at most
+  ``max_direct_out_channels`` output channels, e.g. LeNet-5's second layer):
+  ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, tap ij]``, no column
+  matrix; for so few taps or channels im2col, its skinny GEMM and the transposes
+  cost more.
+
+Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
+``max_cached_cols_bytes``, forward keeps x instead and backward rebuilds ``X_col``
+(one more im2col; ResNet-20 at batch 128 would otherwise hold about 0.9 GB of them).
+The thresholds were measured on the project's 2-core machines (``docs/kernels.md``).
+
+``input_grad = False`` (set by ``accelerate(model, input_grad=False)`` on a network's first
+layer) skips dL/dx: backward then returns ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinycnn import backend
+from tinycnn.fast import kernels_for, threads, twin_of
+from tinycnn.layers.conv import Conv2D
+
+
+@twin_of(Conv2D)
+class FastConv2D(Conv2D):
+    """:class:`~tinycnn.layers.conv.Conv2D` with the engine's paths (see the module docstring)."""
+
+    #: Column matrices larger than this are rebuilt in backward instead of kept.
+    max_cached_cols_bytes = 16 * 2**20
+    #: CPU, one group: images per chunk so a chunk's column matrix is about this size.
+    chunk_bytes = 2**19
+    #: False forces the one-big-GEMM path on the CPU too (for comparisons).
+    use_image_chunks = True
+    #: Wide path on the CPU: each thread takes a range of images in chunks of about this
+    #: many bytes of columns. False: one thread walks the chunks and every kernel and
+    #: product is parallel on its own (for comparisons).
+    split_images = True
+    split_chunk_bytes = 2**21
+    #: Per-image paths only for at least this many output positions per image: "images"
+    #: (strided) ...
+    min_image_positions = 256
+    #: ... and "wide" (stride 1; measured faster than one big GEMM down to 7x7 maps).
+    min_wide_positions = 32
+    #: "direct" path (stride 1, no dilation) when a layer has at most this many taps
+    #: C*kH*kW per output channel (a first layer: 1 channel 5x5, 3 channels 3x3) ...
+    max_direct_taps = 27
+    #: ... or at most this many output channels and at most ``max_direct_macs``
+    #: multiply-adds C*kH*kW*O per output position (LeNet-5's 6 -> 16 5x5); with more
+    #: channels the im2col GEMMs win (measurements in docs/kernels.md). 0 turns it off.
+    max_direct_out_channels = 16
+    max_direct_macs = 6400
+
+    input_grad = True
+    impl = None  # the path of the last forward; None: the reference layer's code ran
+    x = None
+
+    def forward(self, x: Any) -> Any:
+        self._k = kernels_for(x)
+        if self._k is None:  # reference mode: the layer's own code
+            self.impl = None
+            return super().forward(x)
+        self._check(x)
+        self.x_shape = x.shape
+        # backward follows the same path, whatever changes in between (its caches differ)
+        self.impl = self._path(x.shape, backend.is_gpu_array(x))
+        return getattr(self, f"_forward_{self.impl}")(x)
+
+    def backward(self, grad_out: Any) -> Any:
+        if self.impl is None:
+            dx = super().backward(grad_out)
+            return dx if self.input_grad else None
+        self._need_cache(self.x_shape)
+        if self.bias is not None and self.impl != "direct":  # direct sums it on the way
+            db = self._k.channel_sums(grad_out)
+            self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
+        return getattr(self, f"_backward_{self.impl}")(grad_out)
+
+    def _is_pointwise(self) -> bool:
+        """A 1x1 kernel, stride 1, no padding: the convolution is a plain matrix product."""
+        return self.kernel_size == (1, 1) and self.stride == (1, 1) and self._pads == (0,) * 4
+
+    def _to_cols(self, x: Any) -> Any:
+        """The column matrix ``(N*OH*OW, C*kH*kW)`` of x (padding applied)."""
+        if self._is_pointwise():
+            n, c, h, w = x.shape
+            return x.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+        top, bottom, left, right = self._pads
+        if bottom != top or right != left:
+            # im2col pads symmetrically; add the one extra bottom row / right column here
+            xp = backend.get_array_module(x)
+            x = xp.pad(x, ((0, 0), (0, 0), (0, bottom - top), (0, right - left)))
+        kh, kw = self.kernel_size
+        return self._k.im2col(x, kh, kw, self.stride, (top, left), self.dilation)
+
+    def _from_cols(self, dcols: Any) -> Any:
+        """The adjoint of :meth:`_to_cols`: fold column gradients back to ``(N, C, H, W)``."""
+        n, c, h, w = self.x_shape
+        if self._is_pointwise():
+            return dcols.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        top, bottom, left, right = self._pads
+        padded_shape = (n, c, h + bottom - top, w + right - left)
+        kh, kw = self.kernel_size
+        k = self._k
+        dx = k.col2im(dcols, padded_shape, kh, kw, self.stride, (top, left), self.dilation)
+        return dx[:, :, :h, :w]
+
+    def _split_groups(self, a: Any) -> Any:
+        """``(M, g*K) -> (g, M, K)``: the columns of each group as one matrix."""
+        return a.reshape(a.shape[0], self.groups, -1).transpose(1, 0, 2)
+
+    def _join_groups(self, a: Any) -> Any:
+        """``(g, M, K) -> (M, g*K)``, the inverse of :meth:`_split_groups`."""
+        return a.transpose(1, 0, 2).reshape(a.shape[1], -1)
+
+    def _matmul(self, a: Any, w: Any, transpose_w: bool) -> Any:
+        """Per group, ``a_g @ W_g^T`` (``transpose_w``) or ``a_g @ W_g``, joined as ``(M, .)``.
+
+        With one group this is a single 2-D product: stacked 3-D operands with these
+        strides make NumPy leave BLAS for a loop about 10x slower.
+        """
+        if self.groups == 1:
+            w2 = w.reshape(self.out_channels, -1)
+            return a @ (w2.T if transpose_w else w2)
+        w_g = w.reshape(self.groups, self.out_channels // self.groups, -1)
+        return self._join_groups(
+            threads.matmul(self._split_groups(a), w_g.transpose(0, 2, 1) if transpose_w else w_g)
+        )
+
+    def _path(self, x_shape: tuple[int, ...], on_gpu: bool) -> str:
+        """Which implementation runs (all give the same results; see the class docstring).
+
+        ``"depthwise"``: one filter per channel, a loop over taps (no column matrix);
+        ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
+        padded input in cache-sized chunks;
+        ``"pointwise"``: CPU, one group, 1x1 stride 1 unpadded: one GEMM for the batch;
+        ``"direct"``: CPU, one group, stride 1, few taps (a first layer) or few output
+        channels: tap loops;
+        ``"images"``: CPU, one group, other strides, at least ``min_image_positions``
+        outputs per image: per-image column matrices in cache-sized chunks;
+        ``"rows"``: the one-big-GEMM im2col path (GPU, groups, asymmetric padding).
+        """
+        top, bottom, left, right = self._pads
+        if top != bottom or left != right:
+            return "rows"
+        if self.groups == self.in_channels == self.out_channels and self.groups > 1:
+            return "depthwise"
+        if self.groups == 1 and self.use_image_chunks and not on_gpu:
+            if self._is_pointwise():
+                return "pointwise"
+            kh, kw = self.kernel_size
+            taps = self.in_channels * kh * kw
+            if self._direct_pays(taps):
+                return "direct"
+            _, _, oh, ow = self.output_shape(x_shape)
+            # measured: with fewer positions per image the per-image GEMMs are too small
+            if self.stride != (1, 1):
+                return "images" if oh * ow >= self.min_image_positions else "rows"
+            if oh * ow >= self.min_wide_positions:
+                # no dx (a first layer): a cached column matrix makes dW one GEMM
+                cols_bytes = x_shape[0] * oh * ow * self.in_channels * kh * kw * 4  # float32
+                small = cols_bytes <= self.max_cached_cols_bytes
+                return "rows" if small and not self.input_grad else "wide"
+        return "rows"
+
+    def _direct_pays(self, taps: int) -> bool:
+        """Stride 1, no dilation, and few taps or few output channels (see the limits)."""
+        if self.stride != (1, 1) or self.dilation != (1, 1) or self.max_direct_macs <= 0:
+            return False
+        narrow = (self.out_channels <= self.max_direct_out_channels
+                  and taps * self.out_channels <= self.max_direct_macs)
+        return taps <= self.max_direct_taps or narrow
+
+    # --- one big GEMM over the (N*OH*OW, C*kH*kW) column matrix
+
+    def _forward_rows(self, x: Any) -> Any:
+        out_shape = self.output_shape(x.shape)
+        cols = self._to_cols(x)  # (M, C*kH*kW) with M = N*OH*OW
+        # Keep a small column matrix for backward; for a large one keep x and rebuild it.
+        keep = cols.nbytes <= self.max_cached_cols_bytes
+        self.cols, self.x = (cols, None) if keep else (None, x)
+        # Compute in x's dtype: a float32 input never meets float64 weights.
+        w = self.weight.data.astype(x.dtype, copy=False)
+        rows = self._matmul(cols, w, transpose_w=True)  # (M, O)
+        # rows are ordered (n, oh, ow): add the bias and go back to (N, O, OH, OW) in one pass
+        bias = self._bias_data()
+        return self._k.bias_relu(rows, bias, out_shape, relu=False)
+
+    def _backward_rows(self, grad_out: Any) -> Any:
+        grad = grad_out.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)  # (M, O)
+        if self.weight.requires_grad:
+            cols = self.cols if self.cols is not None else self._to_cols(self.x)
+            if self.groups == 1:
+                dw = grad.T @ cols  # (O, C*kH*kW), one BLAS product
+            else:
+                dw = threads.matmul(self._split_groups(grad).transpose(0, 2, 1),
+                                    self._split_groups(cols))
+            dw = dw.reshape(self.weight.shape).astype(self.weight.dtype, copy=False)
+            self.weight.accumulate(dw)
+            del cols  # a rebuilt column matrix can go before dcols is made
+        if not self.input_grad:
+            return None
+        w = self.weight.data.astype(grad.dtype, copy=False)
+        dcols = self._matmul(grad, w, transpose_w=False)  # (M, C*kH*kW)
+        return self._from_cols(dcols)
+
+    # --- per image: Y_n = W_col @ cols_n lands in (O, OH*OW), i.e. NCHW, with no transpose
+
+    def _image_cols(self, x: Any, out: Any) -> Any:
+        """``(n, C*kH*kW, OH*OW)`` column matrices of a chunk of images."""
+        kh, kw = self.kernel_size
+        top, _, left, _ = self._pads
+        k = self._k
+        out = None if out is None else out[: x.shape[0]]  # the last chunk may be shorter
+        return k.im2col_images(x, kh, kw, self.stride, (top, left), self.dilation, out=out)
+
+    def _chunk(self, out_shape: tuple[int, ...], itemsize: int) -> int:
+        """Images per chunk: the chunk's column matrix stays about ``chunk_bytes`` (in L2)."""
+        kh, kw = self.kernel_size
+        per_image = self.in_channels * kh * kw * out_shape[2] * out_shape[3] * itemsize
+        return max(1, min(out_shape[0], self.chunk_bytes // per_image))
+
+    def _forward_images(self, x: Any) -> Any:
+        xp = backend.get_array_module(x)
+        n, o, oh, ow = out_shape = self.output_shape(x.shape)
+        self.x, self.cols = x, None  # backward rebuilds each chunk's columns (cheap, in cache)
+        w = self.weight.data.astype(x.dtype, copy=False).reshape(o, -1)
+        y = xp.empty(out_shape, dtype=x.dtype)
+        y3 = y.reshape(n, o, oh * ow)
+        step, buf = self._chunk(out_shape, x.dtype.itemsize), None
+        for s in range(0, n, step):
+            cols = self._image_cols(x[s : s + step], buf)
+            threads.matmul(w, cols, out=y3[s : s + step])  # (O, CKK) @ (n, CKK, L) -> (n, O, L)
+            if self.bias is not None:
+                y3[s : s + step] += self.bias.data.astype(x.dtype, copy=False)[:, None]
+            buf = cols if buf is None else buf
+        return y
+
+    def _backward_images(self, grad_out: Any) -> Any:
+        xp = backend.get_array_module(grad_out)
+        x = self.x
+        n, c, h, wd = x.shape
+        o = self.out_channels
+        positions = grad_out.shape[2] * grad_out.shape[3]  # not -1: fails for an empty batch
+        g3 = xp.ascontiguousarray(grad_out).reshape(n, o, positions)  # (N, O, L): G_n per image
+        w = self.weight.data.astype(g3.dtype, copy=False).reshape(o, -1)
+        need_w = self.weight.requires_grad
+        dw = xp.zeros(w.shape, dtype=g3.dtype) if need_w else None
+        dx = xp.empty(x.shape, dtype=g3.dtype) if self.input_grad else None
+        step, buf = self._chunk(grad_out.shape, g3.dtype.itemsize), None
+        kh, kw = self.kernel_size
+        top, _, left, _ = self._pads
+        for s in range(0, n, step):
+            g = g3[s : s + step]
+            if need_w:  # dW = sum_n G_n cols_n^T
+                cols = self._image_cols(x[s : s + step], buf)
+                threads.matmul_sum(g, cols.transpose(0, 2, 1), dw)
+                buf = cols if buf is None else buf
+            if dx is None:
+                continue
+            dcols = threads.matmul(w.T, g, out=buf[: g.shape[0]] if buf is not None else None)
+            buf = dcols if buf is None else buf
+            self._k.col2im_images(
+                dcols, dx[s : s + step].shape, kh, kw, self.stride, (top, left),
+                self.dilation, out=dx[s : s + step],
+            )
+        if need_w:
+            self.weight.accumulate(
+                dw.reshape(self.weight.shape).astype(self.weight.dtype, copy=False)
+            )
+        return dx
+
+    # --- 1x1, stride 1, unpadded: one GEMM for the whole batch in (C, N*H*W) layout
+
+    def _forward_pointwise(self, x: Any) -> Any:
+        """``Y^T = W X^T`` with ``X^T = x`` as ``(C, N*H*W)``: one BLAS call, not one per image."""
+        xp = backend.get_array_module(x)
+        n, c, h, w = x.shape
+        o = self.out_channels
+        xt = xp.ascontiguousarray(x.reshape(n, c, h * w).transpose(1, 0, 2)).reshape(c, -1)
+        self.x, self.cols = xt, None  # backward needs x in this layout
+        wt = self.weight.data.astype(x.dtype, copy=False).reshape(o, c)
+        yt = (wt @ xt).reshape(o, n, h, w).transpose(1, 0, 2, 3)
+        y = xp.empty((n, o, h, w), dtype=x.dtype)
+        return self._k.crop_bias(yt, self._bias_data(), y)
+
+    def _backward_pointwise(self, grad_out: Any) -> Any:
+        """``dW = G^T X``, ``dx^T = W^T G^T`` with ``G^T`` as ``(O, N*H*W)``: two BLAS calls."""
+        xp = backend.get_array_module(grad_out)
+        n, c, h, w = self.x_shape
+        o = self.out_channels
+        gt = xp.ascontiguousarray(grad_out.reshape(n, o, h * w).transpose(1, 0, 2))
+        gt = gt.reshape(o, -1)
+        if self.weight.requires_grad:
+            dw = (gt @ self.x.T).reshape(self.weight.shape)
+            self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        if not self.input_grad:
+            return None
+        wt = self.weight.data.astype(gt.dtype, copy=False).reshape(o, c)
+        dxt = (wt.T @ gt).reshape(c, n, h, w).transpose(1, 0, 2, 3)
+        dx = xp.empty(self.x_shape, dtype=gt.dtype)
+        return self._k.crop_bias(dxt, None, dx)
+
+    def _bias_data(self) -> Any:
+        """The bias array, or None without one."""
+        return None if self.bias is None else self.bias.data
+
+    # --- stride 1: contiguous columns of the padded input, output rows of padded width
+
+    def _wide_step(self, rows: int, length: int, itemsize: int, n: int) -> int:
+        """Images per chunk so that a chunk's ``(rows, length)`` columns stay in L2."""
+        size = self.split_chunk_bytes if self.split_images else self.chunk_bytes
+        return max(1, min(n, size // (rows * length * itemsize)))
+
+    def _forward_wide(self, x: Any) -> Any:
+        xp = backend.get_array_module(x)
+        n, o, oh, ow = out_shape = self.output_shape(x.shape)
+        top, _, left, _ = self._pads
+        self.x = self._k.pad2d(x, top, left)  # backward rebuilds the columns
+        self.cols = None
+        wp = self.x.shape[3]
+        w = self.weight.data.astype(x.dtype, copy=False).reshape(o, -1)
+        length = oh * wp
+        y = xp.empty(out_shape, dtype=x.dtype)
+        bias = self._bias_data()
+
+        def work(lo: int, hi: int, k: Any) -> None:  # images [lo, hi), chunk by chunk
+            step = self._wide_step(w.shape[1], length, x.dtype.itemsize, hi - lo)
+            cols = xp.empty((step, w.shape[1], length), dtype=x.dtype)
+            rows = xp.empty((step, o, length), dtype=x.dtype)
+            for s in range(lo, hi, step):
+                nb = min(step, hi - s)
+                k.im2col_wide(self.x[s : s + nb], *self.kernel_size, self.dilation,
+                              out=cols[:nb])
+                threads.matmul(w, cols[:nb], out=rows[:nb])  # (O, CKK) @ (nb, CKK, OH*Wp)
+                # drop the wrapped columns, add the bias, write NCHW
+                k.crop_bias(rows[:nb].reshape(nb, o, oh, wp), bias, y[s : s + nb])
+
+        threads.split_images(n, work, self._k, self.split_images)
+        return y
+
+    def _backward_wide(self, grad_out: Any) -> Any:
+        """dW and dx of a stride-1 convolution, image chunk by image chunk.
+
+        With dx: ``Gc_n = im2col_wide(pad(G_n, d*(k-1) - p))`` (rows ``(o, i', j')``,
+        ``i' = kH-1-i``), ``dx_n = Wf @ Gc_n`` with ``Wf[c, (o, i', j')] = W[o, c, i, j]``
+        and ``dW[o, c, i, j] = sum_n (Gc_n @ x_n^T)[(o, i', j'), c]``, x_n widened with zero
+        columns to Gc's row width. Without dx: ``dW = sum_n G_n cols_n^T``, G_n widened
+        with zero columns to the padded width of x.
+        """
+        xp = backend.get_array_module(grad_out)
+        xpad = self.x
+        n, c, h, w = self.x_shape
+        o, (kh, kw), (dh, dil_w) = self.out_channels, self.kernel_size, self.dilation
+        top, _, left, _ = self._pads
+        g = xp.ascontiguousarray(grad_out)
+        oh, ow = g.shape[2:]
+        wt = self.weight.data.astype(g.dtype, copy=False)
+        need_w = self.weight.requires_grad
+        if not self.input_grad:
+            if need_w:
+                self.weight.accumulate(self._wide_weight_grad(g, xpad).reshape(wt.shape)
+                                       .astype(self.weight.dtype, copy=False))
+            return None
+        # G padded by d*(k-1) - p (cropped where that is negative): its stride-1
+        # convolution with the flipped kernel has the input's size H x W.
+        ph, pw = dh * (kh - 1) - top, dil_w * (kw - 1) - left
+        g = g[:, :, max(-ph, 0) : oh - max(-ph, 0), max(-pw, 0) : ow - max(-pw, 0)]
+        ph, pw = max(ph, 0), max(pw, 0)
+        gpad = self._k.pad2d(g, ph, pw)
+        wg = gpad.shape[3]  # = W + dw*(kw - 1): the row width of Gc and of dx before the crop
+        wf = xp.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+        length = h * wg
+        dx = xp.empty(self.x_shape, dtype=g.dtype)
+        dw_parts: dict[int, Any] = {}  # per range of images, summed in a fixed order
+
+        def work(lo: int, hi: int, k: Any) -> None:  # images [lo, hi), chunk by chunk
+            step = self._wide_step(wf.shape[1], length, g.dtype.itemsize, hi - lo)
+            gc = xp.empty((step, wf.shape[1], length), dtype=g.dtype)
+            dx_rows = xp.empty((step, c, length), dtype=g.dtype)
+            x_wide = xp.empty((step, c, h, wg), dtype=g.dtype)  # x, zero columns up to wg
+            dw_rows = xp.zeros((wf.shape[1], c), dtype=g.dtype) if need_w else None
+            for s in range(lo, hi, step):
+                nb = min(step, hi - s)
+                k.im2col_wide(gpad[s : s + nb], kh, kw, self.dilation, out=gc[:nb])
+                threads.matmul(wf, gc[:nb], out=dx_rows[:nb])  # (C, OKK) @ (nb, OKK, H*Wg)
+                k.crop_bias(dx_rows[:nb].reshape(nb, c, h, wg), None, dx[s : s + nb])
+                if need_w:
+                    k.widen(xpad[s : s + nb, :, top : top + h, left : left + w], x_wide[:nb])
+                    xw = x_wide[:nb].reshape(nb, c, length)
+                    threads.matmul_sum(gc[:nb], xw.transpose(0, 2, 1), dw_rows)
+            dw_parts[lo] = dw_rows
+
+        threads.split_images(n, work, self._k, self.split_images)
+        if need_w:
+            dw_rows = sum(dw_parts[lo] for lo in sorted(dw_parts))
+        if need_w:  # rows (o, i', j'), columns c: flip the taps back
+            d = dw_rows.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+            self.weight.accumulate(xp.ascontiguousarray(d, dtype=self.weight.dtype))
+        return dx
+
+    def _wide_weight_grad(self, g: Any, xpad: Any) -> Any:
+        """``dW = sum_n G_n cols_n^T`` as ``(O, C*kH*kW)``, one GEMM per chunk of images.
+
+        The chunk's columns are laid out ``(C*kH*kW, nb, OH*Wp)`` and G (widened with zero
+        columns to the padded width) ``(O, nb, OH*Wp)``, so the sum over images is inside
+        the matrix product.
+        """
+        xp = backend.get_array_module(g)
+        n, o, oh, ow = g.shape
+        wp = xpad.shape[3]
+        rows = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        length = oh * wp
+        dw_parts: dict[int, Any] = {}  # per range of images, summed in a fixed order
+
+        def work(lo: int, hi: int, k: Any) -> None:  # images [lo, hi), chunk by chunk
+            step = self._wide_step(rows, length, g.dtype.itemsize, hi - lo)
+            cols = xp.empty((rows, step, length), dtype=g.dtype)
+            g_wide = xp.empty((o, step, oh, wp), dtype=g.dtype)
+            dw = xp.zeros((o, rows), dtype=g.dtype)
+            for s in range(lo, hi, step):
+                nb = min(step, hi - s)
+                c_view, g_view = cols[:, :nb], g_wide[:, :nb]
+                k.im2col_wide(xpad[s : s + nb], *self.kernel_size, self.dilation,
+                              out=c_view.transpose(1, 0, 2))
+                k.widen(g[s : s + nb], g_view.transpose(1, 0, 2, 3))
+                # full chunks are contiguous already; only the short last one is copied
+                g2 = xp.ascontiguousarray(g_view).reshape(o, -1)
+                dw += g2 @ xp.ascontiguousarray(c_view).reshape(rows, -1).T
+            dw_parts[lo] = dw
+
+        threads.split_images(n, work, self._k, self.split_images)
+        return sum(dw_parts[lo] for lo in sorted(dw_parts))
+
+    # --- depthwise (groups == in == out channels): a loop over the kH*kW taps
+
+    def _forward_depthwise(self, x: Any) -> Any:
+        self.x, self.cols = x, None
+        top, _, left, _ = self._pads
+        y = self._k.depthwise_conv2d_forward(
+            x, self.weight.data, self.stride, (top, left), self.dilation
+        )
+        if self.bias is not None:
+            y += self.bias.data.astype(x.dtype, copy=False).reshape(1, -1, 1, 1)
+        return y
+
+    def _backward_depthwise(self, grad_out: Any) -> Any:
+        top, _, left, _ = self._pads
+        dx, dw = self._k.depthwise_conv2d_backward(
+            grad_out, self.x, self.weight.data, self.stride, (top, left), self.dilation,
+            input_grad=self.input_grad,
+        )
+        self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        return dx
+
+    # --- direct (few taps): a loop over the C*kH*kW taps per output plane
+
+    def _forward_direct(self, x: Any) -> Any:
+        self.x, self.cols = x, None
+        top, _, left, _ = self._pads
+        return self._k.conv2d_direct_forward(
+            x, self.weight.data, self._bias_data(), (top, left)
+        )
+
+    def _backward_direct(self, grad_out: Any) -> Any:
+        top, _, left, _ = self._pads
+        dx, dw, db = self._k.conv2d_direct_backward(
+            grad_out, self.x, self.weight.data, (top, left), input_grad=self.input_grad
+        )
+        self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        if self.bias is not None:
+            self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
+        return dx
+
+    def _clear_cache(self) -> None:
+        super()._clear_cache()
+        self.x = None
+        self.impl = None

@@ -1,0 +1,144 @@
+"""Fast twins of the pooling, BatchNorm and ReLU layers: one kernel call per pass.
+
+Each twin computes what its reference layer computes, with one Numba (CPU) or CUDA (GPU)
+kernel per pass instead of several NumPy passes over the array (the reference max-pool
+builds a ``(N, C, OH, OW, kH*kW)`` window array; the kernel reads each input once).
+It keeps the reference's caches (``argmax``, ``x_shape``, ``xhat``, ``y``), so backward
+works whichever of the two ran forward, and falls back to the reference code where
+:func:`tinycnn.fast.kernels_for` says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinycnn.backend import get_array_module, is_gpu_array
+from tinycnn.fast import kernels_for, twin_of
+from tinycnn.layers.activation import ReLU
+from tinycnn.layers.norm import BatchNorm1D, BatchNorm2D, _BatchNorm
+from tinycnn.layers.pool import AvgPool2D, MaxPool2D
+from tinycnn.module import LayerInputError, check_input
+
+
+@twin_of(MaxPool2D)
+class FastMaxPool2D(MaxPool2D):
+    """:class:`~tinycnn.layers.pool.MaxPool2D` with one kernel per pass."""
+
+    def forward(self, x: Any) -> Any:
+        k = kernels_for(x)
+        if k is None:
+            return super().forward(x)
+        self._check(x)
+        kh, kw = self.kernel_size
+        out, self.argmax = k.maxpool2d_forward(x, kh, kw, self.stride, self.padding)
+        self.x_shape = x.shape
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        k = kernels_for(grad_out)
+        if k is None:
+            return super().backward(grad_out)
+        self._need_cache(self.argmax, self.x_shape)
+        kh, kw = self.kernel_size
+        return k.maxpool2d_backward(grad_out, self.argmax, self.x_shape, kh, kw, self.stride,
+                                    self.padding)
+
+
+@twin_of(AvgPool2D)
+class FastAvgPool2D(AvgPool2D):
+    """:class:`~tinycnn.layers.pool.AvgPool2D` with one kernel per pass."""
+
+    def forward(self, x: Any) -> Any:
+        k = kernels_for(x)
+        if k is None:
+            return super().forward(x)
+        self._check(x)
+        kh, kw = self.kernel_size
+        self.x_shape = x.shape
+        return k.avgpool2d_forward(x, kh, kw, self.stride, self.padding)
+
+    def backward(self, grad_out: Any) -> Any:
+        k = kernels_for(grad_out)
+        if k is None:
+            return super().backward(grad_out)
+        self._need_cache(self.x_shape)
+        kh, kw = self.kernel_size
+        return k.avgpool2d_backward(grad_out, self.x_shape, kh, kw, self.stride, self.padding)
+
+
+class _FastBatchNorm(_BatchNorm):
+    """Batch statistics, normalization and backward in one kernel each."""
+
+    def forward(self, x: Any) -> Any:
+        k = kernels_for(x)
+        if k is None:
+            return super().forward(x)
+        check_input(self, x, self._ndims, self._layout, channels=self.num_features)
+        xp = get_array_module(x)
+        m = x.size // self.num_features
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            if self.training and m <= 1:
+                raise LayerInputError(
+                    f"{self._name()} expected more than 1 value per channel when training, "
+                    f"got input shape {tuple(x.shape)}"
+                )
+            mean, var = k.batchnorm_stats(x)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, m)
+        else:
+            mean = self.running_mean.astype(x.dtype, copy=False)
+            var = self.running_var.astype(x.dtype, copy=False)
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        weight = self.weight.data if self.affine else None
+        bias = self.bias.data if self.affine else None
+        y, xhat = k.batchnorm_forward(x, mean, inv_std, weight, bias)
+        self.xhat, self.inv_std, self.batch_stats = xhat, inv_std, use_batch
+        return y
+
+    def backward(self, grad_out: Any) -> Any:
+        k = kernels_for(grad_out)
+        if k is None or not self.batch_stats:  # running statistics: one multiply, no kernel
+            return super().backward(grad_out)
+        self._need_cache(self.xhat)
+        scale = self.inv_std
+        if self.affine:
+            scale = self.weight.data.astype(self.xhat.dtype, copy=False) * scale
+        dx, g_sum, gx_sum = k.batchnorm_backward(grad_out, self.xhat, scale)
+        if self.affine:
+            self.weight.accumulate(gx_sum.astype(self.weight.dtype, copy=False))
+            self.bias.accumulate(g_sum.astype(self.bias.dtype, copy=False))
+        return dx
+
+
+@twin_of(BatchNorm1D)
+class FastBatchNorm1D(_FastBatchNorm, BatchNorm1D):
+    """:class:`~tinycnn.layers.norm.BatchNorm1D` with one kernel per pass."""
+
+
+@twin_of(BatchNorm2D)
+class FastBatchNorm2D(_FastBatchNorm, BatchNorm2D):
+    """:class:`~tinycnn.layers.norm.BatchNorm2D` with one kernel per pass."""
+
+
+@twin_of(ReLU)
+class FastReLU(ReLU):
+    """:class:`~tinycnn.layers.activation.ReLU` with parallel kernels on large CPU arrays.
+
+    On the GPU the reference's elementwise expressions are one CuPy kernel already.
+    """
+
+    def forward(self, x: Any) -> Any:
+        k = kernels_for(x)
+        if k is None or is_gpu_array(x):
+            return super().forward(x)
+        check_input(self, x, (1, 2, 3, 4, 5), "(N, ...)")
+        self.y = k.relu_forward(x)
+        return self.y
+
+    def backward(self, grad_out: Any) -> Any:
+        k = kernels_for(grad_out)
+        if k is None or is_gpu_array(grad_out):
+            return super().backward(grad_out)
+        self._need_cache(self.y)
+        return k.relu_backward(grad_out, self.y)
