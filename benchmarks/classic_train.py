@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     kernels = args.kernels
     if kernels is None:
         try:
-            import tinycnn.kernels.numba_cpu  # noqa: F401
+            import tinycnn.fast.numba_cpu  # noqa: F401
             kernels = "numba"
         except ImportError:
             kernels = "reference"

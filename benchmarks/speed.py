@@ -69,7 +69,7 @@ class TinycnnRunner:
         self.kernels = kernels
         tinycnn.use_kernels(kernels)
         if kernels == "numba":
-            from tinycnn.kernels import numba_cpu
+            from tinycnn.fast import numba_cpu
 
             self.jit_s = numba_cpu.warmup()
         self.cache: dict[tuple[str, int], Any] = {}

@@ -8,6 +8,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
+import tinycnn
 from tinycnn.containers import Concat, Identity, Residual, Sequential
 from tinycnn.gradcheck import gradcheck
 from tinycnn.layers import (
@@ -130,39 +131,27 @@ def _relu_pool_net(rng: np.random.Generator, pool: MaxPool2D) -> Sequential:
 
 @pytest.mark.parametrize("pool", [MaxPool2D(2), MaxPool2D(3, stride=2, padding=1),
                                   MaxPool2D(3, stride=1, padding=1)])
-def test_relu_before_max_pool_runs_after_it_with_identical_results(pool):
-    """The reordering changes no output and no gradient, ties and zeros included."""
+def test_accelerated_relu_pool_chain_matches_and_caches_as_written(pool):
+    """The engine changes no output, no gradient and no layer's cache, ties and zeros
+    included: the ReLU before a pool still holds its full-size output."""
     rng = np.random.default_rng(30)
     net = _relu_pool_net(rng, pool)
     x = rng.normal(size=(4, 2, 7, 7))
     x[:, :, ::3] = 0.0  # many zero and tied pre-activations
     g = rng.normal(size=net(x).shape)
     results = []
-    for reorder in (True, False):
-        net.reorder_relu_pool = reorder
+    for enabled in (True, False):
+        tinycnn.accelerate(net, enabled)
         net.zero_grad()
         y = net(x)
         dx = net.backward(g)
+        assert net[1].y.shape == net[0](x).shape  # the ReLU's cache: its own output
         results.append((y, dx, [p.grad.copy() for p in net.parameters()]))
     (y1, dx1, p1), (y0, dx0, p0) = results
-    np.testing.assert_array_equal(y1, y0)
-    np.testing.assert_array_equal(dx1, dx0)
+    np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-12, atol=1e-12)
     for a, b in zip(p1, p0, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_relu_pool_reordering_order_and_gradcheck():
-    rng = np.random.default_rng(31)
-    net = _relu_pool_net(rng, MaxPool2D(2))
-    kinds = [type(m).__name__ for m in net.execution_order()]
-    assert kinds == ["Conv2D", "MaxPool2D", "ReLU", "MaxPool2D", "ReLU", "Flatten"]
-    net.reorder_relu_pool = False
-    assert net.execution_order() == list(net)
-    net.reorder_relu_pool = True
-    assert gradcheck(net, tie_free((2, 2, 8, 8), rng), tol=TOL) < TOL
-    # the ReLU ran on the pooled values
-    net(np.ones((2, 2, 8, 8)))
-    assert net[1].y.shape == (2, 3, 4, 4)
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_summary_lists_relu_pool_in_written_order():
@@ -173,7 +162,6 @@ def test_summary_lists_relu_pool_in_written_order():
     rows = summary(net, (2, 8, 8), print_fn=None)["layers"]
     assert [r["type"] for r in rows] == [type(m).__name__ for m in net]
     assert rows[1]["output_shape"] == (1, 3, 8, 8)
-    assert "reorder_relu_pool" not in net.__dict__
 
 
 def test_float32_stays_float32_through_containers():

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 import tinycnn
 from tinycnn.gradcheck import gradcheck
-from tinycnn.kernels import reference
 from tinycnn.layers import Conv2D
 from tinycnn.module import BackwardBeforeForwardError, LayerInputError
 
@@ -93,6 +92,7 @@ def test_conv_gradcheck_random_configs(kernel_set, case):
     if layer.bias is not None:
         layer.bias.data = rng.standard_normal(layer.bias.shape)
     layer.train(case["train"])
+    tinycnn.accelerate(layer)
     x = rng.standard_normal(case["x_shape"])
     with tinycnn.use_kernels(kernel_set):
         err = gradcheck(layer, x, seed=case["seed"], max_entries=200)
@@ -107,6 +107,7 @@ def test_conv_matches_naive_loops(kernel_set, case):
     if layer.bias is not None:
         layer.bias.data = rng.standard_normal(layer.bias.shape)
     x = rng.standard_normal(case["x_shape"])
+    tinycnn.accelerate(layer)
     with tinycnn.use_kernels(kernel_set):
         y = layer(x)
     bias = None if layer.bias is None else layer.bias.data
@@ -143,6 +144,7 @@ def test_conv_gradcheck_explicit(kernel_set, args, train):
     if layer.bias is not None:
         layer.bias.data = rng.standard_normal(layer.bias.shape)
     layer.train(train)
+    tinycnn.accelerate(layer)
     x = rng.standard_normal((2, args["in_channels"], 7, 6))
     with tinycnn.use_kernels(kernel_set):
         result = gradcheck(layer, x, return_result=True)
@@ -164,17 +166,20 @@ def test_same_padding_keeps_size_and_pads_extra_bottom_right(k, d):
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_pointwise_conv_skips_im2col(monkeypatch):
+def test_accelerated_pointwise_conv_skips_im2col(monkeypatch):
+    numba_cpu = pytest.importorskip("tinycnn.fast.numba_cpu", reason="numba is not installed")
+
     def no_im2col(*args, **kwargs):
         raise AssertionError("a 1x1, stride-1, unpadded convolution must not call im2col")
 
-    monkeypatch.setattr(reference, "im2col", no_im2col)
-    monkeypatch.setattr(reference, "col2im", no_im2col)
+    monkeypatch.setattr(numba_cpu, "im2col", no_im2col)
+    monkeypatch.setattr(numba_cpu, "col2im", no_im2col)
     rng = np.random.default_rng(0)
-    layer = Conv2D(3, 5, 1, dtype=np.float64, rng=rng)
+    layer = tinycnn.accelerate(Conv2D(3, 5, 1, dtype=np.float64, rng=rng))
     x = rng.standard_normal((2, 3, 4, 5))
-    with tinycnn.use_kernels("reference"):
+    with tinycnn.use_kernels("numba"):
         y = layer(x)
+        assert layer.impl == "pointwise"
         dx = layer.backward(np.ones_like(y))
     expected = naive_conv(x, layer.weight.data, layer.bias.data, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
@@ -187,6 +192,7 @@ def test_float32_stays_float32(kernel_set):
     rng = np.random.default_rng(0)
     layer = Conv2D(3, 4, 3, padding="same", groups=1, rng=rng)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    tinycnn.accelerate(layer)
     with tinycnn.use_kernels(kernel_set):
         y = layer(x)
         dx = layer.backward(rng.standard_normal(y.shape).astype(np.float32))
@@ -204,13 +210,14 @@ def test_float32_input_to_float64_layer_keeps_input_dtype():
     assert layer.weight.grad.dtype == np.float64
 
 
-def test_compute_input_grad_false_skips_dx_only(kernel_set):
+def test_no_input_grad_for_the_first_layer_skips_dx_only(kernel_set):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 6, 6))
     full = Conv2D(3, 4, 3, stride=2, padding=1, dtype=np.float64, rng=np.random.default_rng(5))
     first = Conv2D(3, 4, 3, stride=2, padding=1, dtype=np.float64, rng=np.random.default_rng(5))
-    first.compute_input_grad = False
-    assert full.compute_input_grad is True
+    tinycnn.accelerate(full)
+    tinycnn.accelerate(first, input_grad=False)
+    assert full.input_grad is True and first.input_grad is False
     with tinycnn.use_kernels(kernel_set):
         g = rng.standard_normal(full(x).shape)
         assert full.backward(g) is not None
@@ -330,19 +337,20 @@ def test_backward_before_forward():
 
 
 def test_backward_follows_the_path_forward_took(kernel_set):
-    """Turning compute_input_grad on between forward and backward changes the CPU path a
+    """Turning input_grad on between forward and backward changes the CPU path a
     first layer would take; backward must still use the caches forward made."""
     rng = np.random.default_rng(3)
-    layer = Conv2D(1, 4, 3, padding=1, dtype=np.float64, rng=rng)
-    layer.max_direct_macs = 0  # the direct path would not depend on compute_input_grad
+    layer = tinycnn.accelerate(Conv2D(1, 4, 3, padding=1, dtype=np.float64, rng=rng))
+    layer.max_direct_macs = 0  # the direct path would not depend on input_grad
     x = rng.standard_normal((2, 1, 16, 16))
     ref = Conv2D(1, 4, 3, padding=1, dtype=np.float64)
     ref.load_state_dict(layer.state_dict())
     with tinycnn.use_kernels(kernel_set):
-        layer.compute_input_grad = False
+        layer.input_grad = False
         y = layer(x)
-        layer.compute_input_grad = True
-        assert layer._path(x.shape, False) != layer.impl  # the switch changes the choice
+        layer.input_grad = True
+        if kernel_set == "numba":  # the switch changes the choice
+            assert layer._path(x.shape, False) != layer.impl
         g = rng.standard_normal(y.shape)
         dx = layer.backward(g)
         np.testing.assert_allclose(y, ref(x), rtol=1e-12)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import engine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tinycnn
 from tinycnn.gradcheck import gradcheck
 from tinycnn.layers import Conv2D, ConvTranspose2D
 from tinycnn.module import BackwardBeforeForwardError, LayerInputError
@@ -61,7 +61,7 @@ def test_gradcheck(case, kernel_set):
     args, shape = case
     layer = make(args)
     x = np.random.default_rng(1).standard_normal(shape)
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, layer):
         assert gradcheck(layer, x, tol=1e-6) < 1e-6
 
 

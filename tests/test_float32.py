@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import engine
 
-import tinycnn
 from tinycnn import losses, optim
 from tinycnn.containers import Sequential
 from tinycnn.layers import Affine, ReLU
@@ -70,7 +70,7 @@ def test_one_float32_training_step_stays_float32(kernel_set: str) -> None:
     y = rng.integers(0, 5, 4)
     opt = optim.SGD(model, lr=0.1)
     loss_fn = losses.SoftmaxCrossEntropy()
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, model):
         opt.zero_grad()
         logits = model(x)
         loss = loss_fn(logits, y)
@@ -103,7 +103,7 @@ def test_fast_and_reference_kernels_agree_on_a_training_step(dtype: type) -> Non
     for kernel_set in ("reference", "numba"):
         model = small_model().astype(dtype)
         loss_fn = losses.SoftmaxCrossEntropy()
-        with tinycnn.use_kernels(kernel_set):
+        with engine(kernel_set, model):
             loss = loss_fn(model(x), y)
             model.backward(loss_fn.backward())
         grads[kernel_set] = (float(loss), {n: p.grad for n, p in model.named_parameters()})

@@ -2,7 +2,7 @@
 
 Four groups of tests:
 
-* **Host emulation** (no GPU needed, only a C++ compiler): ``tinycnn/kernels/cuda.py`` is
+* **Host emulation** (no GPU needed, only a C++ compiler): ``tinycnn/fast/cuda.py`` is
   loaded with a stand-in ``cupy`` module whose ``ElementwiseKernel`` / ``ReductionKernel``
   compile the very kernel bodies of that file as C++ (``g++``) and run one loop iteration
   per CUDA thread. This checks every kernel's index arithmetic and its Python wrapper
@@ -39,12 +39,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import tinycnn.kernels
+import tinycnn.fast
 from tinycnn import backend, optim
 from tinycnn.backend import DeviceError
 from tinycnn.containers import Concat, Residual, Sequential
+from tinycnn.fast import plain as ref
 from tinycnn.gradcheck import gradcheck
-from tinycnn.kernels import reference as ref
 from tinycnn.layers import (
     AdaptiveAvgPool2D,
     Affine,
@@ -247,11 +247,11 @@ _HOST: dict[str, Any] = {}
 
 
 def host_cuda() -> Any:
-    """``tinycnn/kernels/cuda.py`` loaded with the host stand-in for CuPy (built once)."""
+    """``tinycnn/fast/cuda.py`` loaded with the host stand-in for CuPy (built once)."""
     if "module" not in _HOST:
         compiler = _HostCompiler()
         atexit.register(shutil.rmtree, compiler.folder, True)
-        path = Path(tinycnn.kernels.__file__).parent / "cuda.py"
+        path = Path(tinycnn.fast.__file__).parent / "cuda.py"
         spec = importlib.util.spec_from_file_location("tinycnn_cuda_on_host", path)
         module = importlib.util.module_from_spec(spec)
         saved = sys.modules.get("cupy")
@@ -478,7 +478,7 @@ def test_every_reference_kernel_has_a_cuda_version():
     public = {name for name, f in vars(ref).items()
               if callable(f) and not name.startswith("_") and f.__module__ == ref.__name__}
     missing = public - set(host_cuda().__all__)
-    assert not missing, f"no CUDA version of {sorted(missing)} in tinycnn/kernels/cuda.py"
+    assert not missing, f"no CUDA version of {sorted(missing)} in tinycnn/fast/cuda.py"
 
 
 @needs_cxx

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinycnn.kernels import reference as ref
+from tinycnn.fast import plain as ref
 
-fast = pytest.importorskip("tinycnn.kernels.numba_cpu", reason="numba is not installed")
+fast = pytest.importorskip("tinycnn.fast.numba_cpu", reason="numba is not installed")
 
 DTYPES = [np.float32, np.float64]
 SETTINGS = settings(max_examples=30, deadline=None)

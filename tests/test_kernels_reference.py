@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import tinycnn
 from tinycnn import backend
-from tinycnn.kernels.reference import out_size
+from tinycnn.layers.conv import out_size
 
 
 def kernels_of(name: str):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tinycnn import _memory
+from tinycnn.fast import memory as _memory
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="mallopt is glibc's (Linux)")
@@ -18,7 +18,7 @@ FAULTS = """
 import resource
 import tinycnn
 import numpy as np
-from tinycnn import _memory
+from tinycnn.fast import memory as _memory
 def one_round():
     arrays = [np.ones(10 * 2**20 // 4, dtype=np.float32) for _ in range(3)]
     del arrays

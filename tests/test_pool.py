@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import engine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tinycnn
 from tinycnn.gradcheck import gradcheck
 from tinycnn.layers import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from tinycnn.module import BackwardBeforeForwardError, LayerInputError
@@ -77,7 +77,7 @@ def test_pool_gradcheck_random_configs(kernel_set, kind, case):
     rng = np.random.default_rng(case["seed"])
     layer = POOLS[kind](case["kernel"], case["stride"], case["padding"]).train(case["train"])
     x = tie_free(case["x_shape"], rng)
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, layer):
         assert gradcheck(layer, x, seed=case["seed"]) < 1e-6
 
 
@@ -91,7 +91,7 @@ def test_pool_matches_naive_loops(kernel_set, kind, case):
     x = np.round(rng.standard_normal(case["x_shape"]), 1)
     stride = case["kernel"] if case["stride"] is None else case["stride"]
     expected, winners = naive_pool(x, case["kernel"], stride, case["padding"], kind)
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, layer):
         y = layer(x)
         g = rng.standard_normal(y.shape)
         dx = layer.backward(g)
@@ -118,7 +118,7 @@ def test_pool_matches_naive_loops(kernel_set, kind, case):
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_pool_gradcheck_explicit(kernel_set, layer, shape, train):
     x = tie_free(shape, np.random.default_rng(0))
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, layer):
         result = gradcheck(layer.train(train), x, max_entries=None, return_result=True)
     assert set(result.errors) == {"input"}
     assert result.worst < 1e-6
@@ -129,7 +129,7 @@ def test_maxpool_ties_first_maximum_wins(kernel_set):
     x = np.full((1, 1, 3, 3), 5.0)
     g = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
     layer = MaxPool2D(2, stride=1)
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, layer):
         y = layer(x)
         dx = layer.backward(g)
     np.testing.assert_array_equal(y, np.full((1, 1, 2, 2), 5.0))
@@ -139,7 +139,7 @@ def test_maxpool_ties_first_maximum_wins(kernel_set):
     # a tie later in the window: [[1, 7], [7, 2]] -> the 7 at (0, 1) wins, not the one at (1, 0)
     x2 = np.array([[[[1.0, 7.0], [7.0, 2.0]]]])
     single = MaxPool2D(2)
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, single):
         single(x2)
         dx2 = single.backward(np.array([[[[1.0]]]]))
     np.testing.assert_array_equal(dx2[0, 0], [[0.0, 1.0], [0.0, 0.0]])
@@ -147,9 +147,10 @@ def test_maxpool_ties_first_maximum_wins(kernel_set):
 
 def test_maxpool_padding_never_wins_and_avgpool_counts_padding(kernel_set):
     x = -1.0 - tie_free((1, 1, 4, 4), np.random.default_rng(0)) - 3.0  # all negative
-    with tinycnn.use_kernels(kernel_set):
-        y_max = MaxPool2D(2, stride=2, padding=1)(x)
-        y_avg = AvgPool2D(2, stride=2, padding=1)(x)
+    max_pool, avg_pool = MaxPool2D(2, stride=2, padding=1), AvgPool2D(2, stride=2, padding=1)
+    with engine(kernel_set, max_pool, avg_pool):
+        y_max = max_pool(x)
+        y_avg = avg_pool(x)
     assert y_max.shape == y_avg.shape == (1, 1, 3, 3)
     assert (y_max < 0).all()
     assert y_max[0, 0, 0, 0] == x[0, 0, 0, 0]
@@ -176,7 +177,7 @@ def test_global_avg_pool_values_and_grad():
 )
 def test_float32_stays_float32(kernel_set, layer):
     x = tie_free((2, 3, 6, 6), np.random.default_rng(0)).astype(np.float32)
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, layer):
         y = layer(x)
         dx = layer.backward(np.ones_like(y))
     assert y.dtype == dx.dtype == np.float32

@@ -9,7 +9,7 @@ import tinycnn
 from tinycnn import backend
 from tinycnn.layers.conv import Conv2D
 
-numba_cpu = pytest.importorskip("tinycnn.kernels.numba_cpu", reason="needs Numba")
+numba_cpu = pytest.importorskip("tinycnn.fast.numba_cpu", reason="needs Numba")
 
 
 def _threads_and_blas() -> int:

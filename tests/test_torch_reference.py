@@ -14,7 +14,8 @@ torch = pytest.importorskip(
 )
 F = torch.nn.functional
 
-import tinycnn  # noqa: E402
+from conftest import engine  # noqa: E402
+
 from tinycnn.layers import (  # noqa: E402
     Affine,
     AvgPool2D,
@@ -98,7 +99,7 @@ def test_conv2d(kernel_set, args):
     ours = randomize(Conv2D(**args, dtype=np.float64), rng)
     theirs = torch.nn.Conv2d(**args, dtype=torch.float64)
     x = rng.standard_normal((2, args["in_channels"], 9, 8))
-    with tinycnn.use_kernels(kernel_set):
+    with engine(kernel_set, ours):
         compare(ours, theirs, x, rng)
 
 
@@ -109,16 +110,17 @@ def test_conv2d(kernel_set, args):
 def test_max_pool(kernel_set, kernel_size, stride, padding):
     rng = np.random.default_rng(1)
     x = tie_free((2, 3, 7, 8), rng)
-    with tinycnn.use_kernels(kernel_set):
-        compare(MaxPool2D(kernel_size, stride, padding),
-                torch.nn.MaxPool2d(kernel_size, stride, padding), x, rng)
+    ours = MaxPool2D(kernel_size, stride, padding)
+    with engine(kernel_set, ours):
+        compare(ours, torch.nn.MaxPool2d(kernel_size, stride, padding), x, rng)
 
 
 def test_max_pool_ties_route_like_torch(kernel_set):
     rng = np.random.default_rng(2)
     x = np.round(rng.standard_normal((2, 2, 6, 6)), 0)  # integers: many ties
-    with tinycnn.use_kernels(kernel_set):
-        compare(MaxPool2D(3, 1, 1), torch.nn.MaxPool2d(3, 1, 1), x, rng)
+    ours = MaxPool2D(3, 1, 1)
+    with engine(kernel_set, ours):
+        compare(ours, torch.nn.MaxPool2d(3, 1, 1), x, rng)
 
 
 @pytest.mark.parametrize(
@@ -129,8 +131,9 @@ def test_avg_pool(kernel_set, kernel_size, stride, padding):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 7, 8))
     theirs = torch.nn.AvgPool2d(kernel_size, stride, padding, count_include_pad=True)
-    with tinycnn.use_kernels(kernel_set):
-        compare(AvgPool2D(kernel_size, stride, padding), theirs, x, rng)
+    ours = AvgPool2D(kernel_size, stride, padding)
+    with engine(kernel_set, ours):
+        compare(ours, theirs, x, rng)
 
 
 def test_global_avg_pool():

@@ -13,6 +13,7 @@ import pytest
 
 from tinycnn.containers import Residual, Sequential
 from tinycnn.data import DataLoader, RandomCrop
+from tinycnn.fast import _first_layer
 from tinycnn.layers.activation import ReLU
 from tinycnn.layers.conv import Conv2D
 from tinycnn.layers.dropout import Dropout
@@ -23,7 +24,7 @@ from tinycnn.layers.shape import Flatten
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.optim import SGD, Adam, Momentum
 from tinycnn.schedules import CosineAnnealingLR, StepLR
-from tinycnn.trainer import History, Trainer, _first_conv
+from tinycnn.trainer import History, Trainer
 
 
 def _dataset(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -198,22 +199,25 @@ def test_first_conv_skips_input_gradient_during_fit() -> None:
     original = conv.backward
 
     def spy(g):
-        seen.append(conv.compute_input_grad)
+        seen.append(conv.input_grad)
         return original(g)
 
-    conv.backward = spy
     trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(model, lr=0.01), progress=False,
                       verbose=False)
+    conv.backward = spy
     trainer.fit(_loaders()[0], epochs=1)
     assert seen and not any(seen)
-    assert conv.compute_input_grad  # restored after fit
+    assert conv.input_grad  # restored after fit
+    x = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    out = model(x)
+    assert model.backward(np.ones_like(out)).shape == x.shape  # the user's backward: dx
 
 
 def test_first_conv_is_left_alone_inside_a_branch() -> None:
     rng = np.random.default_rng(0)
     branchy = Sequential(Residual(Sequential(Conv2D(1, 1, 3, padding=1, rng=rng))), Flatten())
-    assert _first_conv(branchy) is None
-    assert _first_conv(_model()) is not None
+    assert _first_layer(branchy) is None
+    assert isinstance(_first_layer(_model()), Conv2D)
 
 
 def test_history_plot_and_round_trip(tmp_path: Path) -> None:

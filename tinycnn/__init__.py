@@ -12,8 +12,8 @@ _apply_thread_defaults()
 
 from tinycnn import backend, losses, metrics, models, optim, schedules  # noqa: E402
 from tinycnn.backend import gpu_available  # noqa: E402
-from tinycnn.fast import accelerate, current_kernels, is_accelerated, use_kernels  # noqa: E402
 from tinycnn.containers import Concat, Residual, Sequential  # noqa: E402
+from tinycnn.fast import accelerate, current_kernels, is_accelerated, use_kernels  # noqa: E402
 from tinycnn.gradcheck import gradcheck  # noqa: E402
 from tinycnn.layers import *  # noqa: E402,F403
 from tinycnn.layers import __all__ as _layer_names  # noqa: E402

@@ -10,13 +10,20 @@ frameworks with no reshaping.
 There is no autograd. ``forward(x)`` stores on the instance what ``backward`` needs;
 ``backward(grad_out)`` returns the gradient with respect to the input and *adds* each
 parameter's gradient into ``param.grad`` (``zero_grad()`` resets them to ``None``).
+
+One guard stands in front of every ``backward``: ``grad_out`` must have the shape and
+dtype of the output of the last forward (a gradient of another batch would otherwise
+mix two batches silently, or index past the end of a compiled kernel's arrays).
+:class:`Module` wraps each subclass's ``forward`` and ``backward`` for it, so no layer
+repeats the check.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy
 
@@ -79,6 +86,13 @@ class Module:
     Subclasses implement ``forward(x)`` and ``backward(grad_out)``. ``model(x)`` calls
     ``forward``. ``training`` is toggled recursively by ``train()`` / ``eval()``.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _records_output(cls.__dict__["forward"])
+        if "backward" in cls.__dict__:
+            cls.backward = _checks_grad(cls.__dict__["backward"])
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -355,6 +369,83 @@ class Module:
             child_repr = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child_repr}")
         return "\n".join(lines) + "\n)"
+
+
+class _ArrayMeta(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+def _output_meta(out: Any) -> Any:
+    """Shape and dtype of an array output, a tuple of them for a tuple, else None."""
+    if hasattr(out, "shape") and hasattr(out, "dtype"):
+        return _ArrayMeta(tuple(out.shape), out.dtype)
+    if isinstance(out, tuple):
+        return tuple(_output_meta(o) for o in out)
+    return None
+
+
+def _records_output(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward``, also noting the output's shape and dtype for the check in backward."""
+    if getattr(forward, "_records_output", False):
+        return forward
+
+    @functools.wraps(forward)
+    def forward_and_note_output(self: Module, *args: Any, **kwargs: Any) -> Any:
+        out = forward(self, *args, **kwargs)
+        object.__setattr__(self, "_out_meta", _output_meta(out))
+        return out
+
+    forward_and_note_output._records_output = True  # type: ignore[attr-defined]
+    return forward_and_note_output
+
+
+def _checks_grad(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """``backward``, first checking ``grad_out`` against the last forward's output."""
+    if getattr(backward, "_checks_grad", False):
+        return backward
+
+    @functools.wraps(backward)
+    def check_grad_then_backward(self: Module, grad_out: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_grad(self, grad_out, self.__dict__.get("_out_meta"))
+        return backward(self, grad_out, *args, **kwargs)
+
+    check_grad_then_backward._checks_grad = True  # type: ignore[attr-defined]
+    return check_grad_then_backward
+
+
+def _check_grad(module: Module, grad: Any, meta: Any, where: str = "") -> None:
+    """Raise :class:`LayerInputError` when ``grad`` does not fit the output ``meta``."""
+    if meta is None:  # no forward yet (the layer says so itself) or a non-array output
+        return
+    name = f"{module._name()}.backward"
+    if isinstance(meta, _ArrayMeta):
+        meta = (meta,)  # one array output
+        grads: tuple[Any, ...] = (grad,)
+    else:
+        if not isinstance(grad, (tuple, list)) or len(grad) != len(meta):
+            raise LayerInputError(
+                f"{name} expected a tuple of {len(meta)} gradients, one per output of the "
+                f"last forward, got {type(grad).__name__}"
+            )
+        grads = tuple(grad)
+    for i, (g, m) in enumerate(zip(grads, meta, strict=True)):
+        if m is None or g is None:
+            continue
+        which = f" (output {i})" if len(meta) > 1 else ""
+        shape, dtype = m
+        if not hasattr(g, "shape") or not hasattr(g, "dtype"):
+            raise LayerInputError(
+                f"{name} expected a gradient array of shape {shape}{which}, "
+                f"got {type(g).__name__}"
+            )
+        if tuple(g.shape) != shape or g.dtype != dtype:
+            raise LayerInputError(
+                f"{name} expected a gradient of shape {shape} and dtype {dtype}{which}, "
+                f"like the output of the last forward, got shape {tuple(g.shape)} and "
+                f"dtype {g.dtype}"
+            )
+        _check_device(module, g)
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> None:

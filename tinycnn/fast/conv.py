@@ -212,7 +212,7 @@ class FastConv2D(Conv2D):
         rows = self._matmul(cols, w, transpose_w=True)  # (M, O)
         # rows are ordered (n, oh, ow): add the bias and go back to (N, O, OH, OW) in one pass
         bias = self._bias_data()
-        return self._k.bias_relu(rows, bias, out_shape, relu=False)
+        return self._k.rows_to_nchw(rows, bias, out_shape)
 
     def _backward_rows(self, grad_out: Any) -> Any:
         grad = grad_out.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)  # (M, O)

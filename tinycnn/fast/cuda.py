@@ -8,10 +8,10 @@ once the pool is warm a training step should not allocate from the driver (a GPU
 ``tests/test_gpu.py`` checks this).
 
 Fused elementwise kernels replace chains of NumPy-style operations that would each read
-and write the whole array: ReLU and its backward, the conv epilogue (GEMM rows to NCHW,
-bias, ReLU in one pass), BatchNorm's statistics, normalization and backward (per-channel
-sums accumulated in float64), and the SGD and Adam parameter updates. Which of them a
-layer calls is the layer's choice (``docs/gpu.md`` lists what runs where).
+and write the whole array: the conv epilogue (GEMM rows to NCHW and bias in one pass),
+BatchNorm's statistics, normalization and backward (per-channel sums accumulated in
+float64), and the SGD and Adam parameter updates. Which of them a twin calls is the
+twin's choice (``docs/gpu.md`` lists what runs where).
 
 Kernels without a CUDA version here fall back to the reference implementation, which
 runs on CuPy arrays unchanged because it takes its array module from its inputs.
@@ -61,7 +61,6 @@ __all__ = [
     "batchnorm_backward",
     "batchnorm_forward",
     "batchnorm_stats",
-    "bias_relu",
     "channel_sums",
     "col2im",
     "col2im_images",
@@ -77,8 +76,7 @@ __all__ = [
     "maxpool2d_forward",
     "out_size",
     "pad2d",
-    "relu_backward",
-    "relu_forward",
+    "rows_to_nchw",
     "sgd_momentum_update",
     "widen",
 ]
@@ -246,18 +244,12 @@ _avgpool_bwd = cp.ElementwiseKernel(
     "tinycnn_avgpool_bwd",
 )
 
-# ------------------------------------------------------------------------ ReLU and epilogue
+# ---------------------------------------------------------------------------- conv epilogue
 
-_relu_fwd = cp.ElementwiseKernel("T x", "T y", "y = x > (T)0 ? x : (T)0", "tinycnn_relu_fwd")
-
-_relu_bwd = cp.ElementwiseKernel(
-    "T g, T y", "T dx", "dx = y > (T)0 ? g : (T)0", "tinycnn_relu_bwd"
-)
-
-# One thread per NCHW output: it reads GEMM row (n, p), column o. HAS_BIAS and RELU are
-# flags (the bias array is not read without a bias).
-_bias_relu = cp.ElementwiseKernel(
-    "raw T rows, raw T bias, int32 O, int32 HW, int32 HAS_BIAS, int32 RELU",
+# One thread per NCHW output: it reads GEMM row (n, p), column o. HAS_BIAS is a flag (the
+# bias array is not read without a bias).
+_rows_to_nchw = cp.ElementwiseKernel(
+    "raw T rows, raw T bias, int32 O, int32 HW, int32 HAS_BIAS",
     "T out",
     """
     const long long idx = i;
@@ -266,9 +258,9 @@ _bias_relu = cp.ElementwiseKernel(
     const long long n = idx / ((long long)HW * O);
     T v = rows[(n * HW + p) * O + o];
     if (HAS_BIAS) v += bias[o];
-    out = (RELU && !(v > (T)0)) ? (T)0 : v;
+    out = v;
     """,
-    "tinycnn_bias_relu",
+    "tinycnn_rows_to_nchw",
 )
 
 # ------------------------------------------------------------------------------ BatchNorm
@@ -414,24 +406,14 @@ def avgpool2d_backward(
     return dx
 
 
-def relu_forward(x: Any) -> Any:
-    """``max(x, 0)`` in one pass, no boolean mask kept."""
-    return _relu_fwd(x)
-
-
-def relu_backward(grad_out: Any, y: Any) -> Any:
-    """``grad_out * [y > 0]`` from the forward *output* ``y``."""
-    return _relu_bwd(grad_out, y.astype(grad_out.dtype, copy=False))
-
-
-def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: bool) -> Any:
-    """GEMM rows ``(N*OH*OW, O)`` to NCHW ``(N, O, OH, OW)``, + bias, then ReLU if asked."""
+def rows_to_nchw(rows: Any, bias: Any, out_shape: tuple[int, int, int, int]) -> Any:
+    """GEMM rows ``(N*OH*OW, O)`` to NCHW ``(N, O, OH, OW)``, + bias (None: none)."""
     n, o, oh, ow = out_shape
     rows = cp.ascontiguousarray(rows)
     has_bias = bias is not None
     b = cp.ascontiguousarray(bias, dtype=rows.dtype) if has_bias else rows
     out = cp.empty((n, o, oh, ow), dtype=rows.dtype)
-    _bias_relu(rows, b, o, oh * ow, int(has_bias), int(bool(relu)), out)
+    _rows_to_nchw(rows, b, o, oh * ow, int(has_bias), out)
     return out
 
 

@@ -42,7 +42,6 @@ __all__ = [
     "batchnorm_backward",
     "batchnorm_forward",
     "batchnorm_stats",
-    "bias_relu",
     "channel_sums",
     "col2im",
     "col2im_images",
@@ -60,6 +59,7 @@ __all__ = [
     "pad2d",
     "relu_backward",
     "relu_forward",
+    "rows_to_nchw",
     "serial",
     "threads",
     "warmup",
@@ -792,7 +792,9 @@ def _maxpool_fwd_kernel(x, kh, kw, sh, sw, ph, pw, out, argmax):  # pragma: no c
                 for i in range(i_lo, i_hi):
                     for j in range(j_lo, j_hi):
                         v = x[ni, ci, y0 + i, x0 + j]
-                        if v > best:  # strict: the first maximum wins ties, like np.argmax
+                        # strict: the first maximum wins ties, like np.argmax; the first
+                        # NaN wins over everything (best != best stops the search)
+                        if (v > best or v != v) and best == best:
                             best = v
                             arg = i * kw + j
                 out[ni, ci, oy, ox] = best
@@ -815,15 +817,15 @@ def _maxpool2x2_fwd_kernel(x, sh, sw, out, argmax):  # pragma: no cover
                 best = x[ni, ci, y0, x0]
                 arg = 0
                 v = x[ni, ci, y0, x0 + 1]
-                if v > best:
+                if (v > best or v != v) and best == best:  # the first NaN wins
                     best = v
                     arg = 1
                 v = x[ni, ci, y0 + 1, x0]
-                if v > best:
+                if (v > best or v != v) and best == best:  # the first NaN wins
                     best = v
                     arg = 2
                 v = x[ni, ci, y0 + 1, x0 + 1]
-                if v > best:
+                if (v > best or v != v) and best == best:  # the first NaN wins
                     best = v
                     arg = 3
                 out[ni, ci, oy, ox] = best
@@ -980,10 +982,10 @@ def avgpool2d_backward(
 def _relu_fwd_kernel(x, y):  # pragma: no cover
     for i in prange(x.size):
         v = x[i]
-        if v > 0:
-            y[i] = v
-        else:
+        if v <= 0:  # a NaN is not <= 0: it passes through, as in np.maximum and PyTorch
             y[i] = 0
+        else:
+            y[i] = v
 
 
 @njit(parallel=True, cache=True)
@@ -1006,7 +1008,7 @@ def relu_forward(x: Any) -> np.ndarray:
     """``max(x, 0)`` in one pass, no boolean mask kept."""
     x = _c(x)
     if x.size < SMALL_ELEMENTWISE:
-        return np.where(x > 0, x, x.dtype.type(0))
+        return np.maximum(x, x.dtype.type(0))
     y = np.empty_like(x)
     _relu_fwd_kernel(x.reshape(-1), y.reshape(-1))
     return y
@@ -1023,35 +1025,29 @@ def relu_backward(grad_out: Any, y: Any) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _bias_relu_kernel(out, bias, relu):  # pragma: no cover
+def _add_bias_kernel(out, bias):  # pragma: no cover
     n, o, hw = out.shape
     for no in prange(n * o):  # one contiguous output plane per task, in place
         ni = no // o
         oc = no % o
         b = bias[oc]
         for p in range(hw):
-            v = out[ni, oc, p] + b
-            if relu and not v > 0:
-                out[ni, oc, p] = 0
-            else:
-                out[ni, oc, p] = v
+            out[ni, oc, p] += b
 
 
-def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: bool) -> np.ndarray:
-    """GEMM rows ``(N*OH*OW, O)`` to NCHW ``(N, O, OH, OW)``, plus bias, then ReLU if asked.
+def rows_to_nchw(rows: Any, bias: Any, out_shape: tuple[int, int, int, int]) -> np.ndarray:
+    """GEMM rows ``(N*OH*OW, O)`` to NCHW ``(N, O, OH, OW)``, plus ``bias`` (None: none).
 
     The layout change is NumPy's blocked transpose copy (a plain loop writing O planes
-    4 KB apart was 4x slower: cache-set conflicts); bias and ReLU then run in place, in
-    one pass over contiguous planes, and are skipped when there is neither.
+    4 KB apart was 4x slower: cache-set conflicts); the bias is then added in place, in
+    one pass over contiguous planes.
     """
     n, o, oh, ow = out_shape
     out = np.empty((n, o, oh, ow), dtype=rows.dtype)
     planes = out.reshape(n, o, oh * ow)
     np.copyto(planes, rows.reshape(n, oh * ow, o).transpose(0, 2, 1))
-    if bias is not None or relu:
-        if bias is None:
-            bias = np.zeros(o, dtype=rows.dtype)
-        _bias_relu_kernel(planes, _c(bias).astype(rows.dtype, copy=False), bool(relu))
+    if bias is not None:
+        _add_bias_kernel(planes, _c(bias).astype(rows.dtype, copy=False))
     return out
 
 
@@ -1241,7 +1237,7 @@ def warmup() -> float:
         _relu_bwd_kernel(flat, flat, np.empty_like(flat))
         channel_sums(x)
         pad2d(x, 1, 2)
-        bias_relu(cols[:, :3], np.zeros(3, dtype=dtype), (2, 3, 6, 6), True)
+        rows_to_nchw(cols[:, :3], np.zeros(3, dtype=dtype), (2, 3, 6, 6))
         mean, var = batchnorm_stats(x)
         batchnorm_backward(x, x, var)
         batchnorm_forward(x, mean, var, mean, var)

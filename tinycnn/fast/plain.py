@@ -148,29 +148,27 @@ def avgpool2d_backward(
 
 
 def relu_forward(x: Any) -> Any:
-    """``y = max(x, 0)``. The output doubles as the backward mask: ``y > 0`` iff ``x > 0``."""
+    """``y = max(x, 0)`` (NaN stays NaN). The output doubles as the backward mask."""
     xp = get_array_module(x)
     return xp.maximum(x, 0).astype(x.dtype, copy=False)
 
 
 def relu_backward(grad_out: Any, y: Any) -> Any:
-    """dL/dx = g * [y > 0], from the forward *output* ``y`` (no boolean mask to keep)."""
-    return grad_out * (y > 0)
+    """dL/dx = g where y > 0, else 0, from the forward *output* ``y``."""
+    xp = get_array_module(grad_out)
+    return xp.where(y > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
 
 
-def bias_relu(rows: Any, bias: Any, out_shape: tuple[int, int, int, int], relu: bool) -> Any:
-    """Finish a convolution: GEMM rows ``(N*OH*OW, O)`` to ``(N, O, OH, OW)``, + bias, ReLU.
+def rows_to_nchw(rows: Any, bias: Any, out_shape: tuple[int, int, int, int]) -> Any:
+    """GEMM rows ``(N*OH*OW, O)`` (ordered ``(n, oh, ow)``) to ``(N, O, OH, OW)``, + bias.
 
-    ``rows`` is ``cols @ W_col^T`` (rows ordered ``(n, oh, ow)``); ``bias`` may be ``None``;
-    ``relu=True`` applies ``max(., 0)`` (a Conv2D followed by a ReLU, fused).
+    ``rows`` is ``cols @ W_col^T``; ``bias`` may be ``None``.
     """
     xp = get_array_module(rows)
     n, o, oh, ow = out_shape
     y = rows.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
     if bias is not None:
         y = y + bias.astype(rows.dtype, copy=False).reshape(1, o, 1, 1)
-    if relu:
-        y = xp.maximum(y, 0)
     return xp.ascontiguousarray(y, dtype=rows.dtype)
 
 
