@@ -22,6 +22,7 @@ import time
 
 from tinycnn import backend, models
 from tinycnn.data import CIFAR10, Compose, DataLoader, RandomCrop, RandomHorizontalFlip
+from tinycnn.fast import KERNEL_SETS, accelerate, use_kernels
 from tinycnn.files import atomic_write
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.metrics import evaluate
@@ -42,7 +43,7 @@ MODELS = {
 
 
 def train_one_epoch(name: str, train: tuple, val: tuple, args: argparse.Namespace) -> dict:
-    net = MODELS[name](args.seed)
+    net = accelerate(MODELS[name](args.seed), input_grad=False)
     if args.device == "gpu":
         net.to("gpu")
     loss_fn = SoftmaxCrossEntropy()
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kernels", choices=backend.KERNEL_SETS, default=None,
+    parser.add_argument("--kernels", choices=KERNEL_SETS, default=None,
                         help="CPU kernel set (default: numba when available)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--data", default=None, help="data folder (default: $TINYCNN_DATA)")
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             kernels = "numba"
         except ImportError:
             kernels = "reference"
-    backend.use_kernels(kernels)
+    use_kernels(kernels)
     train, val = load_data(args)
     print(f"CIFAR-10: {len(train[1])} training, {len(val[1])} validation images; "
           f"kernels {kernels}, device {args.device}")

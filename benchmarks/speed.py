@@ -91,12 +91,12 @@ class TinycnnRunner:
         key = (net, batch)
         if key not in self.cache:
             from tinycnn import losses, models, optim
-            from tinycnn.layers.conv import Conv2D
 
             np = self.np
             model = getattr(models, net)(num_classes=NUM_CLASSES, seed=0)
-            first = next(m for m in model.modules() if isinstance(m, Conv2D))
-            first.compute_input_grad = False  # nothing needs the image's gradient
+            # as the Trainer does: no gradient of the images (use_kernels("reference")
+            # makes the accelerated layers run their reference code)
+            self.tinycnn.accelerate(model, input_grad=False)
             rng = np.random.default_rng(0)
             x = rng.standard_normal((batch, *input_shape(net))).astype(np.float32)
             t = rng.integers(0, NUM_CLASSES, batch)

@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tinycnn import backend
 from tinycnn.cli import main as cli_main
+from tinycnn.fast import current_kernels
 
 RECIPES = {
     "simple_convnet": {
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "train_accuracy",
         "smoke": args.smoke,
         "device": args.device,
-        "kernels": args.kernels or backend.current_kernels(),
+        "kernels": args.kernels or current_kernels(),
         "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

@@ -120,3 +120,18 @@ def test_backward_before_forward(name):
 @pytest.mark.parametrize("cls", [ReLU, LeakyReLU, Sigmoid, Tanh])
 def test_derivative_is_in_the_docstring(cls):
     assert "Backward: dL/dx" in cls.__doc__
+
+
+@pytest.mark.parametrize("size", [6, 70_000], ids=["small", "large"])
+def test_relu_propagates_nan_like_pytorch(kernel_set: str, size: int) -> None:
+    """ReLU(nan) is nan (PyTorch too); its gradient there is 0, like at any x <= 0."""
+    import tinycnn
+
+    x = np.linspace(-1, 1, size).astype(np.float32)
+    x[1] = np.nan
+    layer = tinycnn.accelerate(ReLU())
+    with tinycnn.use_kernels(kernel_set):
+        y = layer(x[None])
+        dx = layer.backward(np.ones_like(y))
+    assert np.isnan(y[0, 1]) and np.isnan(y).sum() == 1
+    assert dx[0, 1] == 0 and np.isfinite(dx).all()

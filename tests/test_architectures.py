@@ -245,7 +245,7 @@ def test_googlenet_backward_with_auxiliary_heads():
     assert not np.allclose(main_only, with_aux)
     net.eval()
     assert net(x.astype(np.float32)).shape == (2, 5)
-    with pytest.raises(ValueError, match="auxiliary"):
+    with pytest.raises(ValueError, match="the last forward returned one output"):
         net.backward(GoogLeNetOutputs(ones[0], ones[1], None))
 
 

@@ -310,7 +310,16 @@ def test_dilated_kernel_too_large_after_padding():
     [
         (dict(in_channels=4, out_channels=6, kernel_size=3, groups=3), "divisible by groups"),
         (dict(in_channels=3, out_channels=4, kernel_size=3, groups=3), "divisible by groups"),
-        (dict(in_channels=3, out_channels=3, kernel_size=3, groups=0), "divisible by groups"),
+        (dict(in_channels=3, out_channels=3, kernel_size=3, groups=0),
+         r"Conv2D: groups must be an int >= 1, got 0"),
+        (dict(in_channels=4, out_channels=4, kernel_size=3, groups="2"),
+         r"Conv2D: groups must be an int >= 1, got '2'"),
+        (dict(in_channels=-3, out_channels=8, kernel_size=3),
+         r"Conv2D: in_channels must be an int >= 1, got -3"),
+        (dict(in_channels=3, out_channels=0, kernel_size=3), "out_channels must be an int >= 1"),
+        (dict(in_channels=3, out_channels=8, kernel_size=3.0),
+         r"Conv2D: kernel_size must be an int or a pair of ints >= 1, got 3.0"),
+        (dict(in_channels=3, out_channels=8, kernel_size=3, bias="yes"), "bias must be True or"),
         (dict(in_channels=1, out_channels=1, kernel_size=3, padding="same", stride=2),
          "'same' needs stride 1"),
         (dict(in_channels=1, out_channels=1, kernel_size=3, padding="full"), "'same' or 'valid'"),
@@ -321,7 +330,7 @@ def test_dilated_kernel_too_large_after_padding():
     ],
 )
 def test_bad_constructor_arguments(kwargs, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
         Conv2D(**kwargs)
 
 

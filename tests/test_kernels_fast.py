@@ -242,16 +242,16 @@ def _check_relu(dtype: type, shape: tuple, seed: int) -> None:
 @SETTINGS
 @given(
     n=st.integers(1, 3), o=st.integers(1, 5), oh=st.integers(1, 5), ow=st.integers(1, 5),
-    has_bias=st.booleans(), relu=st.booleans(), seed=st.integers(0, 2**16),
+    has_bias=st.booleans(), seed=st.integers(0, 2**16),
 )
-def test_bias_relu_matches_reference(
-    dtype: type, n: int, o: int, oh: int, ow: int, has_bias: bool, relu: bool, seed: int
+def test_rows_to_nchw_matches_reference(
+    dtype: type, n: int, o: int, oh: int, ow: int, has_bias: bool, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
     rows = rand(rng, (n * oh * ow, o), dtype)
     bias = rand(rng, (o,), dtype) if has_bias else None
     shape = (n, o, oh, ow)
-    check(fast.bias_relu(rows, bias, shape, relu), ref.bias_relu(rows, bias, shape, relu), dtype)
+    check(fast.rows_to_nchw(rows, bias, shape), ref.rows_to_nchw(rows, bias, shape), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -447,15 +447,15 @@ CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W
 def test_conv_paths_agree_with_the_im2col_path(
     case: tuple, input_grad: bool, direct: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Conv2D's wide, per-image and depthwise paths give the im2col path's results."""
-    from tinycnn.layers.conv import Conv2D
+    """FastConv2D's wide, per-image and depthwise paths give the im2col path's results."""
+    from tinycnn.fast.conv import FastConv2D as Conv2D
 
     c, o, k, s, p, d, groups, h, w = case
     rng = np.random.default_rng(0)
     conv = Conv2D(c, o, k, stride=s, padding=p, dilation=d, groups=groups, dtype=np.float64,
                   rng=rng)
     conv.bias.data[:] = rng.standard_normal(o)
-    conv.compute_input_grad = input_grad
+    conv.input_grad = input_grad
     x = rng.standard_normal((5, c, h, w))
     # tiny chunks (and a short last one), every image size takes the per-image path
     monkeypatch.setattr(Conv2D, "chunk_bytes", 2 * c * w * h * 8)
@@ -495,8 +495,8 @@ def test_conv_paths_agree_with_the_im2col_path(
 def test_conv_fast_paths_pass_gradcheck(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cases 0, 3, 4 and 5 take the direct path, the last the wide one, 7 the per-image
     one."""
+    from tinycnn.fast.conv import FastConv2D as Conv2D
     from tinycnn.gradcheck import gradcheck
-    from tinycnn.layers.conv import Conv2D
 
     c, o, k, s, p, d, groups, h, w = case
     monkeypatch.setattr(Conv2D, "min_image_positions", 1)
@@ -552,8 +552,8 @@ def test_crop_bias_and_widen_match_reference(dtype: type, with_bias: bool, layou
 @pytest.mark.parametrize(("a_shape", "b_shape"), [
     ((4, 6), (3, 6, 5)), ((3, 4, 6), (6, 5)), ((3, 4, 6), (3, 6, 5)), ((4, 6), (6, 5)),
 ])
-def test_backend_matmul_matches_numpy(a_shape: tuple, b_shape: tuple) -> None:
-    from tinycnn import backend
+def test_engine_matmul_matches_numpy(a_shape: tuple, b_shape: tuple) -> None:
+    from tinycnn.fast import threads as backend
 
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
@@ -568,15 +568,17 @@ def test_backend_matmul_matches_numpy(a_shape: tuple, b_shape: tuple) -> None:
         np.testing.assert_allclose(acc, 1 + want.sum(axis=0), rtol=1e-12)
 
 
-def test_direct_path_only_with_the_numba_kernels() -> None:
-    """The reference kernel set keeps the im2col paths: its tap-loop oracle is slower, and
-    'reference' must keep meaning the same algorithm in the speed comparisons."""
+def test_reference_kernels_run_the_reference_layer() -> None:
+    """Under use_kernels("reference") an accelerated Conv2D runs the layer's own im2col code
+    (no path of the engine), so 'reference' means the same algorithm in the speed ratios."""
     import tinycnn
     from tinycnn.layers.conv import Conv2D
 
-    conv = Conv2D(1, 6, 5, padding=2)
-    conv.compute_input_grad = False
+    conv = tinycnn.accelerate(Conv2D(1, 6, 5, padding=2))
+    x = np.zeros((4, 1, 28, 28), dtype=np.float32)
     with tinycnn.use_kernels("numba"):
-        assert conv._path((4, 1, 28, 28), False) == "direct"
+        conv(x)
+        assert conv.impl == "direct"
     with tinycnn.use_kernels("reference"):
-        assert conv._path((4, 1, 28, 28), False) != "direct"
+        conv(x)
+        assert conv.impl is None

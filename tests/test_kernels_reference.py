@@ -1,7 +1,8 @@
-"""Convolution and pooling kernels of every kernel set against their loop definitions.
+"""The engine's convolution and pooling kernels against their loop definitions.
 
-The reference kernels are the oracle of the fast ones, so they are themselves checked here
-against plain loops; every other set must give the same results for every shape.
+Both the plain twins (:mod:`tinycnn.fast.plain`, the oracle of the fast kernels) and the
+Numba kernels (:mod:`tinycnn.fast.numba_cpu`) are checked against plain loops here; the
+layers themselves are checked against the same loops in test_conv.py and test_pool.py.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tinycnn
-from tinycnn import backend
 from tinycnn.layers.conv import out_size
 
 
 def kernels_of(name: str):
-    with tinycnn.use_kernels(name):
-        return backend.kernels()
+    """The plain twins for ``"reference"``, the Numba kernels for ``"numba"``."""
+    if name == "reference":
+        from tinycnn.fast import plain
+
+        return plain
+    from tinycnn.fast import numba_cpu
+
+    return numba_cpu
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""Allocator defaults set at ``import tinycnn`` (glibc): freed arrays stay for the next step."""
+"""Allocator defaults set by ``tinycnn.accelerate`` (glibc): freed arrays stay for the next step."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import resource
 import tinycnn
 import numpy as np
 from tinycnn.fast import memory as _memory
+assert _memory.status["applied"] == {}  # nothing at import
+tinycnn.accelerate(tinycnn.ReLU())
 def one_round():
     arrays = [np.ones(10 * 2**20 // 4, dtype=np.float32) for _ in range(3)]
     del arrays
@@ -42,7 +44,7 @@ def _run(env_extra: dict[str, str]) -> list[str]:
 
 
 @linux_only
-def test_import_keeps_freed_arrays_for_reuse() -> None:
+def test_accelerate_keeps_freed_arrays_for_reuse() -> None:
     """With tinycnn's settings a repeated round of large arrays takes no new pages. The
     control: with glibc told to map and unmap every array (small thresholds, so tinycnn
     leaves them alone), each round faults its pages in again (at least 15 even with 2 MB

@@ -227,3 +227,20 @@ def test_backward_before_forward(layer):
     name = type(layer).__name__
     with pytest.raises(BackwardBeforeForwardError, match=rf"{name}\.backward\(\) called before"):
         layer.backward(np.zeros((1, 1, 1, 1)))
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [(2, 2, 0), (3, 2, 1), (2, 1, 0)])
+def test_maxpool_propagates_nan_wherever_it_is_in_the_window(kernel_set, kernel, stride,
+                                                              padding):
+    """A NaN anywhere in a window makes that output NaN (PyTorch does the same), and the
+    window's gradient goes to the NaN."""
+    rng = np.random.default_rng(0)
+    for pos in range(4):
+        x = tie_free((1, 1, 4, 4), rng)
+        x[0, 0, pos // 2, pos % 2] = np.nan
+        layer = MaxPool2D(kernel, stride, padding)
+        with engine(kernel_set, layer):
+            y = layer(x)
+            dx = layer.backward(np.ones_like(y))
+        assert np.isnan(y[0, 0, 0, 0]), f"NaN at window position {pos} was dropped"
+        assert dx[0, 0, pos // 2, pos % 2] >= 1

@@ -1,4 +1,4 @@
-"""backend.split_images: Conv2D's wide path with each thread owning a range of images."""
+"""threads.split_images: FastConv2D's wide path with each thread owning a range of images."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import tinycnn
-from tinycnn import backend
-from tinycnn.layers.conv import Conv2D
+from tinycnn.fast import threads as backend
+from tinycnn.fast.conv import FastConv2D as Conv2D
 
 numba_cpu = pytest.importorskip("tinycnn.fast.numba_cpu", reason="needs Numba")
 
@@ -18,9 +18,8 @@ def _threads_and_blas() -> int:
 
 def test_ranges_cover_every_image_once_with_the_serial_kernels() -> None:
     seen: list[tuple[int, int, object]] = []
-    x = np.zeros((7, 1, 1, 1), dtype=np.float32)
     with tinycnn.use_kernels("numba"):
-        backend.split_images(7, lambda lo, hi, k: seen.append((lo, hi, k)), x)
+        backend.split_images(7, lambda lo, hi, k: seen.append((lo, hi, k)), numba_cpu)
     ranges = sorted((lo, hi) for lo, hi, _ in seen)
     assert ranges[0][0] == 0 and ranges[-1][1] == 7
     assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:], strict=False))
@@ -30,14 +29,13 @@ def test_ranges_cover_every_image_once_with_the_serial_kernels() -> None:
         assert all(k is numba_cpu.serial for _, _, k in seen)
 
 
-@pytest.mark.parametrize("setting", ["reference", "no split"])
+@pytest.mark.parametrize("setting", ["kernels without serial twins", "no split"])
 def test_one_call_without_the_numba_split(setting: str) -> None:
     seen: list[tuple[int, int, object]] = []
-    x = np.zeros((5, 1, 1, 1))
-    with tinycnn.use_kernels("reference" if setting == "reference" else "numba"):
-        backend.split_images(5, lambda lo, hi, k: seen.append((lo, hi, k)), x,
-                             split=setting != "no split")
-        assert seen == [(0, 5, backend.kernels(x))]
+    kernels = object() if setting == "kernels without serial twins" else numba_cpu
+    backend.split_images(5, lambda lo, hi, k: seen.append((lo, hi, k)), kernels,
+                         split=setting != "no split")
+    assert seen == [(0, 5, kernels)]
 
 
 def test_a_worker_error_is_raised_and_blas_gets_its_threads_back() -> None:
@@ -52,7 +50,7 @@ def test_a_worker_error_is_raised_and_blas_gets_its_threads_back() -> None:
             raise RuntimeError("boom in a worker")
 
     with tinycnn.use_kernels("numba"), pytest.raises(RuntimeError, match="boom in a worker"):
-        backend.split_images(8, work, np.zeros((8, 1, 1, 1)))
+        backend.split_images(8, work, numba_cpu)
     assert getter() == before
 
 
@@ -65,7 +63,7 @@ def test_split_and_unsplit_wide_convolution_agree(n: int, input_grad: bool) -> N
     results = []
     for split in (True, False):
         conv = Conv2D(3, 4, 3, padding=1, rng=np.random.default_rng(0))
-        conv.split_images, conv.compute_input_grad = split, input_grad
+        conv.split_images, conv.input_grad = split, input_grad
         conv.max_cached_cols_bytes = 0  # no dx: the wide weight gradient, not cached rows
         conv.max_direct_macs = 0  # 3 -> 4 channels, 3x3 would take the direct path
         with tinycnn.use_kernels("numba"):

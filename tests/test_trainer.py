@@ -196,14 +196,14 @@ def test_first_conv_skips_input_gradient_during_fit() -> None:
     model = _model()
     conv = model[0]
     seen = []
-    original = conv.backward
+    trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(model, lr=0.01), progress=False,
+                      verbose=False)
+    original = conv.backward  # the accelerated layer's
 
     def spy(g):
         seen.append(conv.input_grad)
         return original(g)
 
-    trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(model, lr=0.01), progress=False,
-                      verbose=False)
     conv.backward = spy
     trainer.fit(_loaders()[0], epochs=1)
     assert seen and not any(seen)

@@ -392,7 +392,7 @@ def _records_output(forward: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(forward)
     def forward_and_note_output(self: Module, *args: Any, **kwargs: Any) -> Any:
-        out = forward(self, *args, **kwargs)
+        out = forward(self, *args, **kwargs)  # a super().forward inside notes first
         object.__setattr__(self, "_out_meta", _output_meta(out))
         return out
 
@@ -407,20 +407,31 @@ def _checks_grad(backward: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(backward)
     def check_grad_then_backward(self: Module, grad_out: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_grad(self, grad_out, self.__dict__.get("_out_meta"))
-        return backward(self, grad_out, *args, **kwargs)
+        if self.__dict__.get("_in_backward"):  # a subclass's backward calling super().backward
+            return backward(self, grad_out, *args, **kwargs)
+        grad_out = _check_grad(self, grad_out, self.__dict__.get("_out_meta"))
+        object.__setattr__(self, "_in_backward", True)
+        try:
+            return backward(self, grad_out, *args, **kwargs)
+        finally:
+            object.__setattr__(self, "_in_backward", False)
 
     check_grad_then_backward._checks_grad = True  # type: ignore[attr-defined]
     return check_grad_then_backward
 
 
-def _check_grad(module: Module, grad: Any, meta: Any, where: str = "") -> None:
-    """Raise :class:`LayerInputError` when ``grad`` does not fit the output ``meta``."""
+def _check_grad(module: Module, grad: Any, meta: Any) -> Any:
+    """``grad`` in the dtype of the output ``meta``, or :class:`LayerInputError` when it
+    does not fit (another shape, not floating point, another device).
+
+    A floating gradient of another precision is cast to the output's, as PyTorch does.
+    """
     if meta is None:  # no forward yet (the layer says so itself) or a non-array output
-        return
+        return grad
     name = f"{module._name()}.backward"
-    if isinstance(meta, _ArrayMeta):
-        meta = (meta,)  # one array output
+    single = isinstance(meta, _ArrayMeta)
+    if single:
+        meta = (meta,)
         grads: tuple[Any, ...] = (grad,)
     else:
         if not isinstance(grad, (tuple, list)) or len(grad) != len(meta):
@@ -429,23 +440,42 @@ def _check_grad(module: Module, grad: Any, meta: Any, where: str = "") -> None:
                 f"last forward, got {type(grad).__name__}"
             )
         grads = tuple(grad)
+    checked = []
     for i, (g, m) in enumerate(zip(grads, meta, strict=True)):
-        if m is None or g is None:
-            continue
-        which = f" (output {i})" if len(meta) > 1 else ""
-        shape, dtype = m
-        if not hasattr(g, "shape") or not hasattr(g, "dtype"):
-            raise LayerInputError(
-                f"{name} expected a gradient array of shape {shape}{which}, "
-                f"got {type(g).__name__}"
-            )
-        if tuple(g.shape) != shape or g.dtype != dtype:
-            raise LayerInputError(
-                f"{name} expected a gradient of shape {shape} and dtype {dtype}{which}, "
-                f"like the output of the last forward, got shape {tuple(g.shape)} and "
-                f"dtype {g.dtype}"
-            )
-        _check_device(module, g)
+        if m is not None and g is not None:
+            g = _check_one_grad(module, name, g, m, f" (output {i})" if len(meta) > 1 else "")
+        checked.append(g)
+    if single:
+        return checked[0]
+    if hasattr(grad, "_fields"):  # a named tuple, such as GoogLeNet's outputs
+        return type(grad)(*checked)
+    return tuple(checked) if isinstance(grad, tuple) else checked
+
+
+def _check_one_grad(module: Module, name: str, g: Any, m: _ArrayMeta, which: str) -> Any:
+    if m.shape == () and isinstance(g, (int, float)) and not isinstance(g, bool):
+        g = numpy.asarray(g, dtype=m.dtype)  # a scalar output's gradient, such as 1.0
+    if isinstance(g, (tuple, list)):
+        raise LayerInputError(
+            f"{name} expected one gradient array of shape {m.shape}{which}: the last forward "
+            f"returned one output, got a {type(g).__name__} of {len(g)}"
+        )
+    if not hasattr(g, "shape") or not hasattr(g, "dtype"):
+        raise LayerInputError(
+            f"{name} expected a gradient array of shape {m.shape}{which}, got {type(g).__name__}"
+        )
+    if tuple(g.shape) != m.shape:
+        raise LayerInputError(
+            f"{name} expected a gradient of shape {m.shape}{which}, the shape of the last "
+            f"forward's output, got {tuple(g.shape)}"
+        )
+    if g.dtype.kind != "f":
+        raise LayerInputError(
+            f"{name} expected a floating-point gradient{which} (dtype {m.dtype}), "
+            f"got dtype {g.dtype}"
+        )
+    _check_device(module, g)
+    return g if g.dtype == m.dtype else g.astype(m.dtype)
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> None:

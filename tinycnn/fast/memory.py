@@ -45,12 +45,7 @@ def _user_settings() -> str | None:
 
 
 def apply_defaults() -> dict[str, int]:
-    """Raise glibc's mmap and trim thresholds unless the user set either; return what was set.
-
-    Runs once per process (a second call returns what the first set).
-    """
-    if status["skipped"] != "no model accelerated yet":
-        return dict(status["applied"])  # type: ignore[arg-type]
+    """Raise glibc's mmap and trim thresholds unless the user set either; return what was set."""
     status["applied"], status["skipped"] = {}, None
     if not sys.platform.startswith("linux"):
         status["skipped"] = "not Linux"

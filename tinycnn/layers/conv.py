@@ -170,7 +170,7 @@ class Conv2D(Module):
         n, o, oh, ow = self.output_shape(x.shape)
         g, og = self.groups, self.out_channels // self.groups
         cols = im2col(x, self.kernel_size, self.stride, self._pads, self.dilation)
-        cols_g = cols.reshape(cols.shape[0], g, -1)  # group g sees its own block of columns
+        cols_g = cols.reshape(cols.shape[0], g, cols.shape[1] // g)  # group g: its own columns
         w_g = self.weight.data.astype(x.dtype, copy=False).reshape(g, og, -1)
         y = xp.empty((cols.shape[0], o), dtype=x.dtype)  # (N*OH*OW, O)
         for k in range(g):
@@ -185,7 +185,7 @@ class Conv2D(Module):
         xp = backend.get_array_module(grad_out)
         g, og = self.groups, self.out_channels // self.groups
         grad = grad_out.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)  # G (N*OH*OW, O)
-        cols_g = self.cols.reshape(self.cols.shape[0], g, -1)
+        cols_g = self.cols.reshape(self.cols.shape[0], g, self.cols.shape[1] // g)
         w_g = self.weight.data.astype(grad.dtype, copy=False).reshape(g, og, -1)
         if self.bias is not None:
             self.bias.accumulate(grad.sum(axis=0).astype(self.bias.dtype, copy=False))

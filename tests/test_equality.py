@@ -1,0 +1,223 @@
+"""The engine proven equal to the reference: every layer, container and zoo model both ways.
+
+Each case is built twice from one seed; one copy runs the reference layers, the other
+runs through ``tinycnn.accelerate``. One training-mode forward and one backward with the
+same random upstream gradient must give the same output, input gradient, parameter
+gradients and buffers (BatchNorm's running statistics), in float64 (to rounding) and in
+float32 (to float32 tolerance). The Conv2D cases are chosen so that every accelerated
+path runs; a last test checks that they all did.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tinycnn
+from tinycnn import models
+from tinycnn.containers import Concat, Residual, Sequential
+from tinycnn.layers import (
+    AdaptiveAvgPool2D,
+    Affine,
+    AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
+    Conv2D,
+    ConvTranspose2D,
+    Dropout,
+    Dropout2D,
+    Flatten,
+    GlobalAvgPool2D,
+    Identity,
+    LeakyReLU,
+    LocalResponseNorm,
+    MaxPool2D,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    Tanh,
+    Upsample,
+    ZeroPad2D,
+)
+
+pytest.importorskip("numba", reason="numba is not installed: the engine's CPU kernels need it")
+
+TOL = {np.float64: 1e-9, np.float32: 2e-4}
+PATHS_SEEN: set[str] = set()
+
+
+def conv(*args: Any, **kwargs: Any) -> Callable[[np.random.Generator], Conv2D]:
+    return lambda rng: Conv2D(*args, rng=rng, **kwargs)
+
+
+# (name, builder taking an rng, input shape)
+LAYERS = [
+    ("conv_direct_first", conv(1, 6, 5, padding=2), (3, 1, 12, 12)),
+    ("conv_direct_narrow", conv(6, 16, 5), (3, 6, 14, 14)),
+    ("conv_wide", conv(20, 24, 3, padding=1), (3, 20, 12, 12)),
+    ("conv_wide_dilated", conv(18, 20, 3, padding=2, dilation=2), (2, 18, 11, 10)),
+    ("conv_pointwise", conv(20, 24, 1), (3, 20, 8, 8)),
+    ("conv_images_strided", conv(17, 20, 3, stride=2, padding=1), (2, 17, 34, 33)),
+    ("conv_rows_small_maps", conv(20, 24, 3, stride=2, padding=1), (3, 20, 6, 6)),
+    ("conv_rows_groups", conv(8, 12, 3, padding=1, groups=4), (2, 8, 7, 7)),
+    ("conv_rows_same_even", conv(20, 24, 4, padding="same"), (2, 20, 9, 8)),
+    ("conv_depthwise", conv(8, 8, 3, stride=2, padding=1, groups=8), (2, 8, 9, 9)),
+    ("conv_no_bias", conv(20, 24, 3, padding=1, bias=False), (2, 20, 10, 10)),
+    ("maxpool_2x2", lambda rng: MaxPool2D(2), (2, 3, 8, 8)),
+    ("maxpool_3x3_s2_p1", lambda rng: MaxPool2D(3, 2, 1), (2, 3, 9, 7)),
+    ("avgpool_3x3_s1_p1", lambda rng: AvgPool2D(3, 1, 1), (2, 3, 7, 6)),
+    ("batchnorm2d", lambda rng: BatchNorm2D(5), (4, 5, 6, 6)),
+    ("batchnorm1d", lambda rng: BatchNorm1D(7), (8, 7)),
+    ("batchnorm1d_ncl", lambda rng: BatchNorm1D(3, affine=False), (4, 3, 5)),
+    ("relu_small", lambda rng: ReLU(), (4, 6)),
+    ("relu_large", lambda rng: ReLU(), (4, 16, 32, 33)),
+    ("relu6", lambda rng: ReLU6(), (4, 6)),
+    ("leaky_relu", lambda rng: LeakyReLU(0.1), (4, 6)),
+    ("sigmoid", lambda rng: Sigmoid(), (4, 6)),
+    ("tanh", lambda rng: Tanh(), (4, 6)),
+    ("affine", lambda rng: Affine(12, 5, rng=rng), (4, 12)),
+    ("flatten", lambda rng: Flatten(), (2, 3, 4, 4)),
+    ("identity", lambda rng: Identity(), (2, 3)),
+    ("dropout", lambda rng: Dropout(0.3, seed=1), (4, 10)),
+    ("dropout2d", lambda rng: Dropout2D(0.3, seed=1), (4, 3, 5, 5)),
+    ("global_avg_pool", lambda rng: GlobalAvgPool2D(), (2, 3, 5, 4)),
+    ("adaptive_avg_pool", lambda rng: AdaptiveAvgPool2D(3), (2, 3, 7, 8)),
+    ("conv_transpose", lambda rng: ConvTranspose2D(3, 4, 3, stride=2, rng=rng), (2, 3, 5, 5)),
+    ("lrn", lambda rng: LocalResponseNorm(3), (2, 5, 4, 4)),
+    ("upsample", lambda rng: Upsample(scale_factor=2), (2, 3, 4, 4)),
+    ("zero_pad", lambda rng: ZeroPad2D(1), (2, 3, 4, 4)),
+]
+
+CONTAINERS = [
+    ("sequential_relu_pool", lambda rng: Sequential(
+        Conv2D(3, 20, 3, padding=1, rng=rng), BatchNorm2D(20), ReLU(), MaxPool2D(2),
+        Conv2D(20, 24, 3, padding=1, rng=rng), ReLU(), MaxPool2D(2), Flatten(),
+        Affine(24 * 4, 5, rng=rng)), (3, 3, 8, 8)),
+    ("residual", lambda rng: Residual(Sequential(
+        Conv2D(20, 20, 3, padding=1, rng=rng), BatchNorm2D(20), ReLU(),
+        Conv2D(20, 20, 3, padding=1, rng=rng), BatchNorm2D(20)), post=ReLU()), (2, 20, 8, 8)),
+    ("concat", lambda rng: Concat(
+        Conv2D(4, 6, 1, rng=rng), Sequential(Conv2D(4, 5, 3, padding=1, rng=rng), ReLU()),
+        MaxPool2D(3, 1, 1)), (2, 4, 9, 9)),
+]
+
+# (builder, keyword arguments, input shape): small inputs keep the reference side quick
+ZOO = [
+    ("simple_convnet", {}, (4, 1, 28, 28)),
+    ("lenet5", {}, (4, 1, 28, 28)),
+    ("deep_convnet", {}, (2, 1, 28, 28)),
+    ("resnet20", {}, (2, 3, 32, 32)),
+    ("fast_cifar", {}, (2, 3, 32, 32)),
+    ("vgg_cifar", {}, (2, 3, 32, 32)),
+    ("vgg11_cifar", {}, (2, 3, 32, 32)),
+    ("mobilenet_v1_cifar", {}, (2, 3, 32, 32)),
+    ("mobilenet_v2_cifar", {}, (2, 3, 32, 32)),
+    ("densenet_cifar", {}, (2, 3, 32, 32)),
+    ("nin", {"num_classes": 10}, (2, 3, 32, 32)),
+    ("resnet18", {"num_classes": 10}, (2, 3, 32, 32)),
+    ("resnext50_32x4d", {"num_classes": 10}, (1, 3, 32, 32)),
+    ("googlenet", {"num_classes": 10}, (2, 3, 64, 64)),
+]
+
+
+def _as_tuple(a: Any) -> tuple[Any, ...]:
+    return tuple(a) if isinstance(a, tuple) else (a,)
+
+
+def run_both(build: Callable[[], Any], x_shape: tuple[int, ...], dtype: type,
+             seed: int = 0) -> None:
+    """Build, run forward + backward both ways, and compare everything."""
+    rng = np.random.default_rng(seed)
+    reference = build().astype(dtype).train()
+    fast = tinycnn.accelerate(copy.deepcopy(reference))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    y_ref = reference(x)
+    y_fast = fast(x)
+    grads = tuple(rng.standard_normal(np.shape(y)).astype(dtype) for y in _as_tuple(y_ref))
+    g = grads if isinstance(y_ref, tuple) else grads[0]
+    dx_ref = reference.backward(g)
+    dx_fast = fast.backward(g)
+    tol = TOL[dtype]
+    for a, b in zip(_as_tuple(y_fast), _as_tuple(y_ref), strict=True):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg="output")
+    np.testing.assert_allclose(dx_fast, dx_ref, rtol=tol, atol=tol, err_msg="input gradient")
+    for (name, p_ref), (_, p_fast) in zip(reference.named_parameters(),
+                                          fast.named_parameters(), strict=True):
+        if p_ref.grad is None:
+            assert p_fast.grad is None, name
+            continue
+        np.testing.assert_allclose(p_fast.grad, p_ref.grad, rtol=tol, atol=tol * 10,
+                                   err_msg=f"gradient of {name}")
+    for (name, b_ref), (_, b_fast) in zip(reference.named_buffers(), fast.named_buffers(),
+                                          strict=True):
+        np.testing.assert_allclose(b_fast, b_ref, rtol=tol, atol=tol, err_msg=f"buffer {name}")
+    for m in fast.modules():
+        if getattr(m, "impl", None):
+            PATHS_SEEN.add(m.impl)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("name", "build", "shape"), LAYERS + CONTAINERS,
+                         ids=[c[0] for c in LAYERS + CONTAINERS])
+def test_layers_and_containers(name: str, build: Any, shape: tuple[int, ...],
+                               dtype: type) -> None:
+    run_both(lambda: build(np.random.default_rng(7)), shape, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("name", "kwargs", "shape"), ZOO, ids=[z[0] for z in ZOO])
+def test_zoo_models(name: str, kwargs: dict[str, Any], shape: tuple[int, ...],
+                    dtype: type) -> None:
+    builder = getattr(models, name)
+    run_both(lambda: builder(seed=3, **kwargs), shape, dtype)
+
+
+def test_eval_mode_uses_running_statistics_both_ways() -> None:
+    model = models.resnet20(seed=1)
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    model(x)  # one training step's statistics
+    model.eval()
+    y_ref = model(x)
+    tinycnn.accelerate(model)
+    np.testing.assert_allclose(model(x), y_ref, rtol=2e-4, atol=2e-4)
+
+
+def test_every_accelerated_conv_path_ran() -> None:
+    """The cases above cover each of Conv2D's accelerated paths (run after them)."""
+    if not PATHS_SEEN:
+        pytest.skip("run together with the equality tests above (it checks what they ran)")
+    assert PATHS_SEEN >= {"rows", "wide", "pointwise", "images", "depthwise", "direct"}
+
+
+def test_switching_back_and_forth_keeps_state_and_names() -> None:
+    model = models.lenet5(seed=0)
+    state = model.state_dict()
+    names = [n for n, _ in model.named_modules()]
+    text = repr(model)
+    tinycnn.accelerate(model)
+    assert tinycnn.is_accelerated(model)
+    assert repr(model) == text  # the twins keep the layers' names
+    assert [n for n, _ in model.named_modules()] == names
+    assert model.state_dict().keys() == state.keys()
+    tinycnn.accelerate(model, False)
+    assert not tinycnn.is_accelerated(model)
+    assert all(type(m).__module__.startswith("tinycnn.layers") or m is model
+               or type(m).__module__.startswith("tinycnn.containers")
+               for m in model.modules())
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, state[key])
+
+
+def test_reference_kernels_switch_runs_the_layers_own_code() -> None:
+    layer = tinycnn.accelerate(Conv2D(20, 24, 3, padding=1))
+    x = np.ones((1, 20, 8, 8), dtype=np.float32)
+    with tinycnn.use_kernels("reference"):
+        layer(x)
+        assert layer.impl is None
+    layer(x)
+    assert layer.impl == "wide"
