@@ -419,7 +419,7 @@ def rows_to_nchw(rows: Any, bias: Any, out_shape: tuple[int, int, int, int]) -> 
 
 def _as_ncl(x: Any) -> Any:
     n, c = x.shape[:2]
-    return x.reshape(n, c, -1)
+    return x.reshape(n, c, math.prod(x.shape[2:]))
 
 
 def batchnorm_stats(x: Any) -> tuple[Any, Any]:

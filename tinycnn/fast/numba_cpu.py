@@ -23,6 +23,7 @@ How they are built (see ``docs/kernels.md`` for each family):
 
 from __future__ import annotations
 
+import math
 import time
 import types
 from types import SimpleNamespace
@@ -65,6 +66,21 @@ __all__ = [
     "warmup",
     "widen",
 ]
+
+
+class KernelShapeError(ValueError):
+    """Arrays whose shapes do not fit a kernel: it would read or write out of bounds."""
+
+
+def _expect(kernel: str, what: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+    """Every wrapper checks the shapes its jitted kernel indexes with (Numba does not)."""
+    if tuple(got) != tuple(want):
+        raise KernelShapeError(f"{kernel}: {what} must have shape {tuple(want)}, got {tuple(got)}")
+
+
+def _ncl(a: Any) -> np.ndarray:
+    """``(N, C, ...)`` as ``(N, C, L)``, empty batches included (``-1`` fails for them)."""
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
 
 
 def _c(a: Any) -> np.ndarray:
@@ -156,6 +172,7 @@ def col2im(
     n, c, h, w = x_shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    _expect("col2im", "cols", cols.shape, (n * oh * ow, c * kh * kw))
     dx = np.empty((n, c, h, w), dtype=cols.dtype)
     _col2im_kernel(_c(cols), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
     return dx
@@ -253,6 +270,7 @@ def _im2col_wide(kernel: Any, xpad: Any, kh: int, kw: int, dilation: Pair, out: 
     oh = hp - dh * (kh - 1)
     if out is None:
         out = np.empty((n, c * kh * kw, oh * wp), dtype=xpad.dtype)
+    _expect("im2col_wide", "out", out.shape, (n, c * kh * kw, oh * wp))
     kernel(_c(xpad), kh, kw, dh, dw, out)
     return out
 
@@ -275,7 +293,9 @@ def crop_bias(src: Any, bias: Any, out: Any) -> np.ndarray:
 
 
 def _crop_bias(kernel: Any, src: Any, bias: Any, out: Any) -> Any:
-    c = out.shape[1]
+    n, c, oh, ow = out.shape
+    if src.shape[:2] != (n, c) or src.shape[2] < oh or src.shape[3] < ow:
+        raise KernelShapeError(f"crop_bias: src {src.shape} does not cover out {out.shape}")
     b = np.zeros(c, dtype=out.dtype) if bias is None else _c(bias).astype(out.dtype, copy=False)
     kernel(src, b, out)
     return out
@@ -320,6 +340,8 @@ def _widen_sums_kernel(src, out, sums):  # pragma: no cover
 
 def widen(src: Any, out: Any) -> np.ndarray:
     """``out[..., :W] = src`` and zeros in the extra columns of ``out (N, C, H, W')``."""
+    if src.shape[:3] != out.shape[:3] or src.shape[3] > out.shape[3]:
+        raise KernelShapeError(f"widen: out {out.shape} cannot hold src {src.shape}")
     _widen_kernel(src, out)
     return out
 
@@ -408,8 +430,10 @@ def col2im_images(
     n, c, h, w = x_shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    _expect("col2im_images", "cols", cols.shape, (n, c * kh * kw, oh * ow))
     if out is None:
         out = np.empty((n, c, h, w), dtype=cols.dtype)
+    _expect("col2im_images", "out", out.shape, (n, c, h, w))
     _col2im_img_kernel(_c(cols), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, out)
     return out
 
@@ -563,9 +587,12 @@ def depthwise_conv2d_backward(
     input_grad: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """``(dx or None, dweight)`` of the depthwise convolution; parallel over disjoint outputs."""
-    c = x.shape[1]
+    n, c, h, w = x.shape
     kh, kw = weight.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    _expect("depthwise_conv2d_backward", "weight", weight.shape, (c, 1, kh, kw))
+    _expect("depthwise_conv2d_backward", "grad_out", grad_out.shape,
+            (n, c, out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)))
     g = _c(grad_out)
     dwt = np.empty((c, kh, kw), dtype=g.dtype)
     _dw_dw_kernel(g, _c(x), sh, sw, ph, pw, dh, dw, dwt)
@@ -747,6 +774,9 @@ def conv2d_direct_backward(
     o, _, kh, kw = weight.shape
     ph, pw = padding
     hp, wp = h + 2 * ph, w + 2 * pw
+    _expect("conv2d_direct_backward", "weight", weight.shape, (o, c, kh, kw))
+    _expect("conv2d_direct_backward", "grad_out", grad_out.shape,
+            (n, o, out_size(h, kh, 1, ph), out_size(w, kw, 1, pw)))
     oh, ow = grad_out.shape[2], grad_out.shape[3]
     size = (oh - 1) * wp + ow
     g = _c(grad_out)
@@ -904,6 +934,10 @@ def maxpool2d_backward(
 ) -> np.ndarray:
     """dL/dx: each output's gradient goes to the input its window's maximum came from."""
     (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x_shape
+    out_shape = (n, c, out_size(h, kh, sh, ph), out_size(w, kw, sw, pw))
+    _expect("maxpool2d_backward", "grad_out", grad_out.shape, out_shape)
+    _expect("maxpool2d_backward", "argmax", argmax.shape, out_shape)
     dx = np.empty(tuple(x_shape), dtype=grad_out.dtype)
     if (kh, kw) == (2, 2) and (sh, sw) == (2, 2) and (ph, pw) == (0, 0):
         _maxpool2x2s2_bwd_kernel(_c(grad_out), _c(argmax), dx)
@@ -970,6 +1004,9 @@ def avgpool2d_backward(
 ) -> np.ndarray:
     """dL/dx: every input of a window gets ``grad_out / (kh*kw)``, summed over windows."""
     (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x_shape
+    _expect("avgpool2d_backward", "grad_out", grad_out.shape,
+            (n, c, out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)))
     dx = np.empty(tuple(x_shape), dtype=grad_out.dtype)
     _avgpool_bwd_kernel(_c(grad_out), kh, kw, sh, sw, ph, pw, dx)
     return dx
@@ -1016,6 +1053,7 @@ def relu_forward(x: Any) -> np.ndarray:
 
 def relu_backward(grad_out: Any, y: Any) -> np.ndarray:
     """``grad_out * [y > 0]`` from the forward *output* ``y`` (``y > 0`` iff ``x > 0``)."""
+    _expect("relu_backward", "grad_out", grad_out.shape, y.shape)
     g, y = _c(grad_out), _c(y)
     if g.size < SMALL_ELEMENTWISE:
         return np.where(y > 0, g, g.dtype.type(0))
@@ -1085,7 +1123,7 @@ def channel_sums(x: Any) -> np.ndarray:
     if x.size == 0:
         return np.zeros(c, dtype=x.dtype)
     out = np.empty(c, dtype=x.dtype)
-    _channel_sums_kernel(x.reshape(n, c, -1), out)
+    _channel_sums_kernel(_ncl(x), out)
     return out
 
 
@@ -1113,7 +1151,7 @@ def batchnorm_stats(x: Any) -> tuple[np.ndarray, np.ndarray]:
     n, c = x.shape[:2]
     mean = np.empty(c, dtype=x.dtype)
     var = np.empty(c, dtype=x.dtype)
-    _bn_stats_kernel(x.reshape(n, c, -1), mean, var)
+    _bn_stats_kernel(_ncl(x), mean, var)
     return mean, var
 
 
@@ -1150,14 +1188,16 @@ def batchnorm_backward(
     Returns ``(dx, sum(g), sum(g * xhat))`` with sums per channel and
     ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))`` (``scale = gamma / sigma``).
     """
+    _expect("batchnorm_backward", "grad_out", grad_out.shape, xhat.shape)
+    _expect("batchnorm_backward", "scale", scale.shape, (xhat.shape[1],))
     g, xhat = _c(grad_out), _c(xhat)
     n, c = g.shape[:2]
     dx = np.empty_like(g)
     g_sum = np.empty(c, dtype=g.dtype)
     gx_sum = np.empty(c, dtype=g.dtype)
     _bn_bwd_kernel(
-        g.reshape(n, c, -1), xhat.reshape(n, c, -1), _c(scale).astype(g.dtype, copy=False),
-        dx.reshape(n, c, -1), g_sum, gx_sum,
+        _ncl(g), _ncl(xhat), _c(scale).astype(g.dtype, copy=False),
+        _ncl(dx), g_sum, gx_sum,
     )
     return dx, g_sum, gx_sum
 
@@ -1184,6 +1224,9 @@ def batchnorm_forward(
     """
     x = _c(x)
     n, c = x.shape[:2]
+    for name, a in (("mean", mean), ("inv_std", inv_std), ("weight", weight), ("bias", bias)):
+        if a is not None:
+            _expect("batchnorm_forward", name, a.shape, (c,))
     dt = x.dtype
     xhat = np.empty_like(x)
     affine = weight is not None
@@ -1191,8 +1234,8 @@ def batchnorm_forward(
     w = _c(weight).astype(dt, copy=False) if affine else np.ones(c, dtype=dt)
     b = _c(bias).astype(dt, copy=False) if affine else np.zeros(c, dtype=dt)
     _bn_fwd_kernel(
-        x.reshape(n, c, -1), _c(mean).astype(dt, copy=False), _c(inv_std).astype(dt, copy=False),
-        w, b, y.reshape(n, c, -1), xhat.reshape(n, c, -1),
+        _ncl(x), _c(mean).astype(dt, copy=False), _c(inv_std).astype(dt, copy=False),
+        w, b, _ncl(y), _ncl(xhat),
     )
     return y, xhat
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinycnn.backend import get_array_module
+from tinycnn.layers.arguments import check_float
 from tinycnn.module import Module, check_input
 
 _RANKS = (1, 2, 3, 4, 5)
@@ -65,7 +66,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_float("LeakyReLU", "negative_slope", negative_slope)
         self.mask = None
 
     def forward(self, x: Any) -> Any:

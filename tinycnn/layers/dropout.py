@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tinycnn import backend
+from tinycnn.layers.arguments import check_float
 from tinycnn.module import Module, check_input
 
 _PASS = "pass-through"  # cached instead of a mask when forward was the identity
@@ -33,12 +34,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(
-                f"{self._name()} p is the probability of dropping a value and must be in "
-                f"[0, 1], got {p}"
-            )
-        self.p = float(p)
+        self.p = check_float(self._name(), "p (the probability of dropping a value)", p, 0.0, 1.0)
         self.rng = np.random.default_rng(seed)
         self.mask = None
 

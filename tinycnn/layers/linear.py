@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from tinycnn.init import initialize
+from tinycnn.layers.arguments import check_bool, check_int
 from tinycnn.module import LayerInputError, Module, Parameter, check_input
 
 
@@ -31,8 +32,9 @@ class Affine(Module):
         rng: np.random.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = check_int("Affine", "in_features", in_features)
+        self.out_features = check_int("Affine", "out_features", out_features)
+        bias = check_bool("Affine", "bias", bias)
         self.weight = Parameter(initialize((out_features, in_features), init, rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self.x = None

@@ -6,6 +6,7 @@ import numbers
 from typing import Any
 
 from tinycnn import backend
+from tinycnn.layers.arguments import check_float
 from tinycnn.module import Module, check_input
 
 
@@ -39,9 +40,9 @@ class LocalResponseNorm(Module):
         if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
             raise ValueError(f"LocalResponseNorm: size must be a positive int, got {size!r}")
         self.size = int(size)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.k = float(k)
+        self.alpha = check_float("LocalResponseNorm", "alpha", alpha)
+        self.beta = check_float("LocalResponseNorm", "beta", beta)
+        self.k = check_float("LocalResponseNorm", "k", k)
         self.x = None
         self.d = None
 

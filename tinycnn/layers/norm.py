@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from tinycnn.backend import get_array_module
+from tinycnn.layers.arguments import check_bool, check_float, check_int
 from tinycnn.module import LayerInputError, Module, Parameter, check_input
 
 
@@ -49,15 +50,13 @@ class _BatchNorm(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        if num_features < 1:
-            raise ValueError(f"{self._name()} needs num_features >= 1, got {num_features}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{self._name()} momentum must be in [0, 1] or None, got {momentum}")
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
+        name = self._name()
+        self.num_features = check_int(name, "num_features", num_features)
+        self.eps = check_float(name, "eps", eps, 0.0, low_open=True)
+        self.momentum = None if momentum is None else check_float(name, "momentum", momentum,
+                                                                  0.0, 1.0)
+        self.affine = check_bool(name, "affine", affine)
+        self.track_running_stats = check_bool(name, "track_running_stats", track_running_stats)
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype=dtype))
             self.bias = Parameter(np.zeros(num_features, dtype=dtype))
