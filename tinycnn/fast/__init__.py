@@ -8,7 +8,8 @@ exists only for speed lives here, and the layers never import it::
     model = tinycnn.accelerate(model, False)   # back to the reference layers
 
 ``accelerate`` changes the class of each ``Conv2D``, ``MaxPool2D``, ``AvgPool2D``,
-``BatchNorm1D/2D`` and ``ReLU`` in the model to its twin (a subclass). A twin keeps the
+``BatchNorm1D/2D``, ``ReLU`` and ``Sequential`` in the model to its twin (a subclass; the
+``Sequential`` twin folds a ``ReLU -> MaxPool2D`` pair's backward into one pass). A twin keeps the
 layer's parameters, buffers, state-dict keys, caches and name, and computes the same
 results (float32 tolerance; ``tests/test_equality.py`` runs every layer and zoo model both
 ways) with the Numba kernels on the CPU (:mod:`tinycnn.fast.numba_cpu`) or the CUDA
@@ -64,18 +65,19 @@ def _reference_name(self: Any) -> str:
 
 def _register_twins() -> None:
     """Import the modules that define twins (each registers itself with ``twin_of``)."""
-    from tinycnn.fast import conv, layers  # noqa: F401
+    from tinycnn.fast import conv, graph, layers  # noqa: F401
 
 
 def accelerate(model: Any, enabled: bool = True, *, input_grad: bool = True) -> Any:
     """Run ``model`` with the engine's fast layers (``enabled=False``: the reference ones).
 
     Changes, in place, the class of every ``Conv2D``, ``MaxPool2D``, ``AvgPool2D``,
-    ``BatchNorm1D/2D`` and ``ReLU`` in the model to its fast twin (or back), and returns
-    the model. Parameters, buffers, state dicts and outputs stay the same (up to float
-    rounding). ``input_grad=False``: the first layer, when it is a ``Conv2D``, computes no
-    input gradient and ``model.backward`` returns ``None`` (training needs no gradient of
-    the images). Forward caches are cleared: run a forward pass before the next backward.
+    ``BatchNorm1D/2D``, ``ReLU`` and ``Sequential`` in the model to its fast twin (or
+    back), and returns the model. Parameters, buffers, state dicts and outputs stay the
+    same (up to float rounding). ``input_grad=False``: the first layer, when it is a
+    ``Conv2D``, computes no input gradient and ``model.backward`` returns ``None``
+    (training needs no gradient of the images). Forward caches are cleared: run a
+    forward pass before the next backward.
     """
     _register_twins()
     references = {twin: ref for ref, twin in _TWINS.items()}

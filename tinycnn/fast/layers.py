@@ -24,24 +24,34 @@ from tinycnn.module import LayerInputError, check_input
 class FastMaxPool2D(MaxPool2D):
     """:class:`~tinycnn.layers.pool.MaxPool2D` with one kernel per pass."""
 
+    out = None  # the output of the last forward (for backward_through_relu)
+
     def forward(self, x: Any) -> Any:
         k = kernels_for(x)
         if k is None:
+            self.out = None
             return super().forward(x)
         self._check(x)
         kh, kw = self.kernel_size
-        out, self.argmax = k.maxpool2d_forward(x, kh, kw, self.stride, self.padding)
+        self.out, self.argmax = k.maxpool2d_forward(x, kh, kw, self.stride, self.padding)
         self.x_shape = x.shape
-        return out
+        return self.out
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, through_relu: bool = False) -> Any:
+        """dL/dx; with ``through_relu`` (only after a forward whose input was a ReLU's
+        output, on the CPU kernels) the gradient through that ReLU too, in one pass."""
         k = kernels_for(grad_out)
         if k is None:
             return super().backward(grad_out)
         self._need_cache(self.argmax, self.x_shape)
         kh, kw = self.kernel_size
         return k.maxpool2d_backward(grad_out, self.argmax, self.x_shape, kh, kw, self.stride,
-                                    self.padding)
+                                    self.padding, **({"relu_out": self.out} if through_relu
+                                                     else {}))
+
+    def _clear_cache(self) -> None:
+        super()._clear_cache()
+        self.out = None
 
 
 @twin_of(AvgPool2D)

@@ -883,7 +883,9 @@ def maxpool2d_forward(
 
 
 @njit(parallel=True, cache=True)
-def _maxpool_bwd_kernel(grad_out, argmax, kw, sh, sw, ph, pw, dx):  # pragma: no cover
+def _maxpool_bwd_kernel(grad_out, argmax, kw, sh, sw, ph, pw, out, dx):  # pragma: no cover
+    # out: the pool's output, or None; given, a window whose output is not > 0 sends no
+    # gradient (the ReLU before the pool, folded in: see maxpool2d_backward)
     n, c, h, w = dx.shape
     oh, ow = grad_out.shape[2], grad_out.shape[3]
     for nc in prange(n * c):  # the thread that owns plane (n, c) does every add into it
@@ -894,6 +896,8 @@ def _maxpool_bwd_kernel(grad_out, argmax, kw, sh, sw, ph, pw, dx):  # pragma: no
                 dx[ni, ci, y, x] = 0
         for oy in range(oh):
             for ox in range(ow):
+                if out is not None and not out[ni, ci, oy, ox] > 0:
+                    continue
                 a = argmax[ni, ci, oy, ox]
                 iy = oy * sh - ph + a // kw
                 ix = ox * sw - pw + a % kw
@@ -902,9 +906,10 @@ def _maxpool_bwd_kernel(grad_out, argmax, kw, sh, sw, ph, pw, dx):  # pragma: no
 
 
 @njit(parallel=True, cache=True)
-def _maxpool2x2s2_bwd_kernel(grad_out, argmax, dx):  # pragma: no cover
+def _maxpool2x2s2_bwd_kernel(grad_out, argmax, out, dx):  # pragma: no cover
     # 2x2 windows, stride 2, no padding: the windows tile the input, so every input pixel
     # is written exactly once (no zeroing pass, no adds); an odd last row/column gets 0.
+    # out: as in _maxpool_bwd_kernel.
     n, c, h, w = dx.shape
     oh, ow = grad_out.shape[2], grad_out.shape[3]
     for nc in prange(n * c):
@@ -913,6 +918,8 @@ def _maxpool2x2s2_bwd_kernel(grad_out, argmax, dx):  # pragma: no cover
         for oy in range(oh):
             for ox in range(ow):
                 g = grad_out[ni, ci, oy, ox]
+                if out is not None and not out[ni, ci, oy, ox] > 0:
+                    g = 0
                 a = argmax[ni, ci, oy, ox]
                 y0 = 2 * oy
                 x0 = 2 * ox
@@ -930,19 +937,29 @@ def _maxpool2x2s2_bwd_kernel(grad_out, argmax, dx):  # pragma: no cover
 
 def maxpool2d_backward(
     grad_out: Any, argmax: Any, x_shape: tuple[int, int, int, int],
-    kh: int, kw: int, stride: Pair, padding: Pair,
+    kh: int, kw: int, stride: Pair, padding: Pair, relu_out: Any = None,
 ) -> np.ndarray:
-    """dL/dx: each output's gradient goes to the input its window's maximum came from."""
+    """dL/dx: each output's gradient goes to the input its window's maximum came from.
+
+    ``relu_out``: the pool's output when its input was a ReLU's output; the result is then
+    the gradient through both layers, the ReLU's backward folded in. A window's maximum
+    is positive exactly when the ReLU passed the winning value, so a window whose output
+    is not > 0 sends no gradient, and every other winner had ``y > 0``: the ReLU's
+    backward pass over the full-size gradient (read g and y, write dx) disappears.
+    """
     (sh, sw), (ph, pw) = stride, padding
     n, c, h, w = x_shape
     out_shape = (n, c, out_size(h, kh, sh, ph), out_size(w, kw, sw, pw))
     _expect("maxpool2d_backward", "grad_out", grad_out.shape, out_shape)
     _expect("maxpool2d_backward", "argmax", argmax.shape, out_shape)
     dx = np.empty(tuple(x_shape), dtype=grad_out.dtype)
+    if relu_out is not None:
+        _expect("maxpool2d_backward", "relu_out", relu_out.shape, out_shape)
+        relu_out = _c(relu_out)
     if (kh, kw) == (2, 2) and (sh, sw) == (2, 2) and (ph, pw) == (0, 0):
-        _maxpool2x2s2_bwd_kernel(_c(grad_out), _c(argmax), dx)
+        _maxpool2x2s2_bwd_kernel(_c(grad_out), _c(argmax), relu_out, dx)
     else:
-        _maxpool_bwd_kernel(_c(grad_out), _c(argmax), kw, sh, sw, ph, pw, dx)
+        _maxpool_bwd_kernel(_c(grad_out), _c(argmax), kw, sh, sw, ph, pw, relu_out, dx)
     return dx
 
 
@@ -1271,8 +1288,10 @@ def warmup() -> float:
         cols = im2col(x, 3, 3, (1, 1), (1, 1))
         out, arg = maxpool2d_forward(x, 2, 2, (2, 2), (0, 0))  # the 2x2 kernels
         maxpool2d_backward(out, arg, x.shape, 2, 2, (2, 2), (0, 0))
+        maxpool2d_backward(out, arg, x.shape, 2, 2, (2, 2), (0, 0), relu_out=out)
         out, arg = maxpool2d_forward(x, 3, 3, (2, 2), (1, 1))  # the general ones
         maxpool2d_backward(out, arg, x.shape, 3, 3, (2, 2), (1, 1))
+        maxpool2d_backward(out, arg, x.shape, 3, 3, (2, 2), (1, 1), relu_out=out)
         avg = avgpool2d_forward(x, 2, 2, (2, 2), (0, 0))
         avgpool2d_backward(avg, x.shape, 2, 2, (2, 2), (0, 0))
         flat = x.reshape(-1)  # the parallel ReLU kernels (small arrays take NumPy instead)

@@ -108,10 +108,16 @@ def maxpool2d_forward(x: Any, kh: int, kw: int, stride: Pair, padding: Pair) -> 
 
 def maxpool2d_backward(
     grad_out: Any, argmax: Any, x_shape: tuple[int, int, int, int],
-    kh: int, kw: int, stride: Pair, padding: Pair,
+    kh: int, kw: int, stride: Pair, padding: Pair, relu_out: Any = None,
 ) -> Any:
-    """dL/dx: each output's gradient goes to the one input its window's maximum came from."""
+    """dL/dx: each output's gradient goes to the one input its window's maximum came from.
+
+    ``relu_out`` (the pool's output after a ReLU): windows whose output is not > 0 send
+    nothing, which is the ReLU's backward folded in.
+    """
     xp = get_array_module(grad_out)
+    if relu_out is not None:
+        grad_out = xp.where(relu_out > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
     n, c, h, w = x_shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = grad_out.shape[2:]
