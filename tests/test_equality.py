@@ -270,3 +270,16 @@ def test_relu_before_max_pool_is_folded_into_its_backward(monkeypatch: pytest.Mo
     np.testing.assert_allclose(fast.backward(g), reference.backward(g), rtol=1e-12, atol=1e-14)
     assert calls == []  # the instance attribute, not the class method, ran
     assert "backward" in fast[1].__dict__
+
+
+def test_an_accelerated_model_copies_and_pickles_after_a_step() -> None:
+    """deepcopy (transfer learning copies a trained model) and pickle keep working."""
+    import pickle
+
+    model = tinycnn.accelerate(models.simple_convnet(seed=0))
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    y = model(x)
+    model.backward(np.ones_like(y))
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert tinycnn.is_accelerated(twin)
+        np.testing.assert_array_equal(twin(x), y)

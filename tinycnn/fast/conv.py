@@ -43,6 +43,7 @@ layer) skips dL/dx: backward then returns ``None``.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from tinycnn import backend
@@ -83,11 +84,19 @@ class FastConv2D(Conv2D):
     impl = None  # the path of the last forward; None: the reference layer's code ran
     x = None
 
+    kernel_module = None  # name of the kernel module the last forward used
+
+    @property
+    def _k(self) -> Any:
+        """The kernel module of the last forward (its name is kept: models stay copyable)."""
+        return importlib.import_module(self.kernel_module)
+
     def forward(self, x: Any) -> Any:
-        self._k = kernels_for(x)
-        if self._k is None:  # reference mode: the layer's own code
+        k = kernels_for(x)
+        if k is None:  # reference mode: the layer's own code
             self.impl = None
             return super().forward(x)
+        self.kernel_module = k.__name__
         self._check(x)
         self.x_shape = x.shape
         # backward follows the same path, whatever changes in between (its caches differ)
