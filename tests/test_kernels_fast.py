@@ -582,3 +582,21 @@ def test_reference_kernels_run_the_reference_layer() -> None:
     with tinycnn.use_kernels("reference"):
         conv(x)
         assert conv.impl is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("k", "s", "p"), [(2, 2, 0), (2, 1, 0), (3, 2, 1), (3, 3, 0)])
+def test_maxpool_kernel_nan_and_inf_like_numpy_argmax(dtype: type, k: int, s: int, p: int) -> None:
+    """NaN anywhere wins its window (the first NaN), +inf wins, inf and -inf together give
+    inf (their sum is NaN, which must not be mistaken for a NaN in the window)."""
+    rng = np.random.default_rng(k * 10 + s)
+    x = rand(rng, (2, 3, 7, 8), dtype)
+    flat = x.reshape(-1)
+    idx = rng.choice(flat.size, 30, replace=False)
+    flat[idx[:10]] = np.nan
+    flat[idx[10:20]] = np.inf
+    flat[idx[20:]] = -np.inf
+    got, got_arg = fast.maxpool2d_forward(x, k, k, (s, s), (p, p))
+    want, want_arg = ref.maxpool2d_forward(x, k, k, (s, s), (p, p))
+    np.testing.assert_array_equal(got, want)  # NaN positions included
+    np.testing.assert_array_equal(got_arg, want_arg)

@@ -162,7 +162,10 @@ _maxpool_fwd = cp.ElementwiseKernel(
             const int w = ow * SW - PW + kj;
             if (h < 0 || h >= H || w < 0 || w >= W) continue;
             const T v = x[base + (long long)h * W + w];
-            if (!found || v > best) { best = v; best_k = ki * KW + kj; found = true; }
+            // the first maximum wins ties; the first NaN wins the window (as np.argmax)
+            if (!found || ((v > best || v != v) && best == best)) {
+                best = v; best_k = ki * KW + kj; found = true;
+            }
         }
     }
     out = best;
