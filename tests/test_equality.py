@@ -261,10 +261,17 @@ def test_relu_before_max_pool_is_folded_into_its_backward(monkeypatch: pytest.Mo
     x = rng.standard_normal((3, 2, 9, 9))
     x[:, :, ::2] = 0.0  # zeros and ties before the ReLU
     g = rng.standard_normal(reference(x).shape)
-    fast(x)
+    np.testing.assert_allclose(fast(x), reference(x), rtol=1e-12, atol=1e-14)
+    assert "_deferred_input" in fast[1].__dict__  # the first pair ran as one kernel
     np.testing.assert_allclose(fast.backward(g), reference.backward(g), rtol=1e-12, atol=1e-14)
     assert calls == []  # both ReLUs folded
-    assert fast[1].y.shape == (3, 4, 9, 9)
+    for i in (1, 3):  # every cache as if the layers had run one by one
+        np.testing.assert_allclose(fast[i].y, reference[i].y, rtol=1e-12, atol=1e-14)
+    for i in (2, 4):
+        np.testing.assert_array_equal(fast[i].argmax, reference[i].argmax)
+        assert fast[i].x_shape == reference[i].x_shape
+    np.testing.assert_allclose(fast[2].backward(g2 := rng.standard_normal(fast[2].out.shape)),
+                               reference[2].backward(g2), rtol=1e-12, atol=1e-14)
     fast[1].backward = lambda g: original(fast[1], g)  # something attached: no folding
     fast(x)
     np.testing.assert_allclose(fast.backward(g), reference.backward(g), rtol=1e-12, atol=1e-14)

@@ -600,3 +600,22 @@ def test_maxpool_kernel_nan_and_inf_like_numpy_argmax(dtype: type, k: int, s: in
     want, want_arg = ref.maxpool2d_forward(x, k, k, (s, s), (p, p))
     np.testing.assert_array_equal(got, want)  # NaN positions included
     np.testing.assert_array_equal(got_arg, want_arg)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("k", "s", "p"), [(2, 2, 0), (2, 1, 0), (3, 2, 1), (3, 3, 0)])
+def test_maxpool_kernel_of_relu_matches_pooling_the_relu(dtype: type, k: int, s: int,
+                                                          p: int) -> None:
+    """relu=True pools relu(x) without making it: the same output and argmax (a window of
+    non-positive values is all zeros after the ReLU: its first tap wins), NaN included."""
+    rng = np.random.default_rng(k + s + p)
+    x = np.round(rand(rng, (2, 3, 9, 8), dtype) - 0.7, 1)  # many all-negative windows, ties
+    x.reshape(-1)[rng.choice(x.size, 5, replace=False)] = np.nan
+    got, got_arg = fast.maxpool2d_forward(x, k, k, (s, s), (p, p), relu=True)
+    want, want_arg = ref.maxpool2d_forward(np.maximum(x, 0), k, k, (s, s), (p, p))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_arg, want_arg)
+    g = rand(rng, got.shape, dtype)
+    check(fast.maxpool2d_backward(g, got_arg, x.shape, k, k, (s, s), (p, p), relu_out=got),
+          ref.relu_backward(ref.maxpool2d_backward(g, want_arg, x.shape, k, k, (s, s), (p, p)),
+                            np.maximum(x, 0)), dtype)

@@ -86,8 +86,10 @@ def accelerate(model: Any, enabled: bool = True, *, input_grad: bool = True) -> 
         if enabled and cls in _TWINS:
             module.__class__ = _TWINS[cls]
         elif not enabled and cls in references:
+            module._clear_cache()  # the twin's caches first, then the layer's
             module.__class__ = references[cls]
-            module.__dict__.pop("input_grad", None)
+            for key in ("input_grad", "_deferred_input"):
+                module.__dict__.pop(key, None)
         else:
             continue
         module._clear_cache()

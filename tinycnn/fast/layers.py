@@ -17,7 +17,7 @@ from tinycnn.fast import kernels_for, twin_of
 from tinycnn.layers.activation import ReLU
 from tinycnn.layers.norm import BatchNorm1D, BatchNorm2D, _BatchNorm
 from tinycnn.layers.pool import AvgPool2D, MaxPool2D
-from tinycnn.module import LayerInputError, check_input
+from tinycnn.module import LayerInputError, _output_meta, check_input
 
 
 @twin_of(MaxPool2D)
@@ -35,6 +35,19 @@ class FastMaxPool2D(MaxPool2D):
         kh, kw = self.kernel_size
         self.out, self.argmax = k.maxpool2d_forward(x, kh, kw, self.stride, self.padding)
         self.x_shape = x.shape
+        return self.out
+
+    def forward_after_relu(self, relu: FastReLU, x: Any) -> Any:
+        """``self(relu(x))`` in one kernel pass over ``x``; ``relu`` keeps ``x`` and makes
+        its output only if something reads it. Every cache is what the two layers would
+        hold after running one after the other (tests/test_equality.py compares)."""
+        relu.defer(x)
+        self._check(x)
+        kh, kw = self.kernel_size
+        self.out, self.argmax = kernels_for(x).maxpool2d_forward(
+            x, kh, kw, self.stride, self.padding, relu=True)
+        self.x_shape = x.shape
+        object.__setattr__(self, "_out_meta", _output_meta(self.out))
         return self.out
 
     def backward(self, grad_out: Any, through_relu: bool = False) -> Any:
@@ -135,8 +148,34 @@ class FastBatchNorm2D(_FastBatchNorm, BatchNorm2D):
 class FastReLU(ReLU):
     """:class:`~tinycnn.layers.activation.ReLU` with parallel kernels on large CPU arrays.
 
-    On the GPU the reference's elementwise expressions are one CuPy kernel already.
+    On the GPU the reference's elementwise expressions are one CuPy kernel already. When
+    the accelerated ``Sequential`` runs this ReLU inside the max-pool after it
+    (:mod:`tinycnn.fast.graph`), the full-size output is not made then: ``y`` is computed
+    from the kept input the first time something reads it.
     """
+
+    @property
+    def y(self) -> Any:
+        """The output of the last forward (``None`` before one)."""
+        y = self.__dict__.get("y")
+        x = self.__dict__.get("_deferred_input")
+        if y is None and x is not None:
+            y = get_array_module(x).maximum(x, x.dtype.type(0))  # the layer's own formula
+            self.__dict__["y"] = y
+            del self.__dict__["_deferred_input"]
+        return y
+
+    @y.setter
+    def y(self, value: Any) -> None:
+        self.__dict__["y"] = value
+        self.__dict__.pop("_deferred_input", None)
+
+    def defer(self, x: Any) -> None:
+        """Forward whose output is made only when read (the pool after it used ``x``)."""
+        check_input(self, x, (1, 2, 3, 4, 5), "(N, ...)")
+        self.y = None
+        self.__dict__["_deferred_input"] = x
+        object.__setattr__(self, "_out_meta", _output_meta(x))  # what backward will check
 
     def forward(self, x: Any) -> Any:
         k = kernels_for(x)

@@ -95,12 +95,17 @@ def _windows(x: Any, kh: int, kw: int, stride: Pair, padding: Pair, fill: float)
     return win
 
 
-def maxpool2d_forward(x: Any, kh: int, kw: int, stride: Pair, padding: Pair) -> tuple[Any, Any]:
+def maxpool2d_forward(
+    x: Any, kh: int, kw: int, stride: Pair, padding: Pair, relu: bool = False
+) -> tuple[Any, Any]:
     """Max over each window. Returns ``(out (N, C, OH, OW), argmax)``.
 
     ``argmax`` holds, per output, the flat index ``i*kw + j`` of the winning tap in its
-    window (the first one on ties); backward routes the gradient there.
+    window (the first one on ties); backward routes the gradient there. ``relu=True``:
+    the same for ``relu(x)``.
     """
+    if relu:
+        x = relu_forward(x)
     win = _windows(x, kh, kw, stride, padding, fill=-float("inf"))
     argmax = win.argmax(axis=-1)
     return win.max(axis=-1), argmax
