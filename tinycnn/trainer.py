@@ -640,8 +640,12 @@ class Trainer:
         """Check every part of a checkpoint; return the function that installs them all."""
         install_model = self.model._prepare_load(
             {k[6:]: v for k, v in files.items() if k.startswith("model.")})
-        install_optim = self.optimizer._prepare_load(
-            {k[6:]: v for k, v in files.items() if k.startswith("optim.")})
+        optim_state = {k[6:]: v for k, v in files.items() if k.startswith("optim.")}
+        if hasattr(self.optimizer, "_prepare_load"):
+            install_optim = self.optimizer._prepare_load(optim_state)
+        else:  # an optimizer of the user's own: it checks (or not) when loading
+            def install_optim() -> None:
+                self.optimizer.load_state_dict(optim_state)
         best = {k[5:]: v for k, v in files.items() if k.startswith("best.")}
         if best:
             self.model._prepare_load(best)  # checked only: kept as the arrays it holds
