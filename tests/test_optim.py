@@ -252,7 +252,7 @@ def test_takes_a_module_and_zero_grad_clears():
     assert all(p.grad is None for p in net.parameters())
     with pytest.raises(TypeError, match="got an item of type ndarray"):
         SGD([np.zeros(3)], lr=0.1)
-    with pytest.raises(ValueError, match=r"SGD: lr must be a finite number >= 0, got -1\.0"):
+    with pytest.raises(ValueError, match=r"SGD: lr must be >= 0 \(a finite number\), got -1\.0"):
         SGD(net, lr=-1.0)
     with pytest.raises(ValueError, match="Nesterov"):
         Momentum(net, lr=0.1, nesterov=True, dampening=0.1)
@@ -362,21 +362,21 @@ def test_rmsprop_centered_denominator_is_clamped_at_zero():
 
 
 BAD_HYPER = [
-    (SGD, {"lr": -5}, r"SGD: lr must be a finite number >= 0, got -5"),
-    (SGD, {"lr": float("nan")}, r"lr must be a finite number >= 0, got nan"),
+    (SGD, {"lr": -5}, r"SGD: lr must be >= 0 \(a finite number\), got -5"),
+    (SGD, {"lr": float("nan")}, r"lr must be >= 0 \(a finite number\), got nan"),
     (SGD, {"lr": "0.1"}, r"lr must be a number, got '0\.1'"),
-    (SGD, {"momentum": -0.1}, r"momentum must be a finite number >= 0, got -0\.1"),
-    (SGD, {"weight_decay": -1e-4}, r"weight_decay must be a finite number >= 0"),
+    (SGD, {"momentum": -0.1}, r"momentum must be >= 0 \(a finite number\), got -0\.1"),
+    (SGD, {"weight_decay": -1e-4}, r"weight_decay must be >= 0 \(a finite number\)"),
     (SGD, {"nesterov": "yes"}, r"nesterov must be True or False, got 'yes'"),
-    (SGD, {"max_grad_norm": 0}, r"max_grad_norm must be a finite number > 0 or None, got 0"),
+    (SGD, {"max_grad_norm": 0}, r"max_grad_norm must be > 0 \(a finite number\) or None, got 0"),
     (Adam, {"betas": (2, 7)}, r"Adam: betas\[0\] must be in \[0, 1\), got 2"),
     (Adam, {"betas": (0.9, 1.0)}, r"betas\[1\] must be in \[0, 1\), got 1\.0"),
     (Adam, {"betas": 0.9}, r"betas must be a pair \(beta1, beta2\), got 0\.9"),
-    (AdamW, {"eps": -1e-8}, r"AdamW: eps must be a finite number >= 0"),
+    (AdamW, {"eps": -1e-8}, r"AdamW: eps must be >= 0 \(a finite number\)"),
     (AdaGrad, {"initial_accumulator_value": -1},
-     r"initial_accumulator_value must be a finite number >= 0, got -1"),
+     r"initial_accumulator_value must be >= 0 \(a finite number\), got -1"),
     (RMSProp, {"alpha": 1.0}, r"RMSProp: alpha must be in \[0, 1\), got 1\.0"),
-    (RMSProp, {"momentum": -1}, r"momentum must be a finite number >= 0"),
+    (RMSProp, {"momentum": -1}, r"momentum must be >= 0 \(a finite number\)"),
 ]
 
 

@@ -59,7 +59,7 @@ def _number(owner: str, name: str, value: Any) -> float:
 def _at_least_zero(owner: str, name: str, value: Any) -> float:
     v = _number(owner, name, value)
     if not 0.0 <= v < math.inf:
-        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be >= 0 (a finite number), got {value!r}")
     return v
 
 
@@ -95,7 +95,7 @@ def _positive_or_none(owner: str, name: str, value: Any) -> float | None:
         return None
     v = _number(owner, name, value)
     if not 0.0 < v < math.inf:
-        raise ValueError(f"{owner}: {name} must be a finite number > 0 or None, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be > 0 (a finite number) or None, got {value!r}")
     return v
 
 
