@@ -421,3 +421,22 @@ def test_load_state_dict_refuses_text_state():
     state["state.1.exp_avg"] = np.array(["a"] * 4)
     with pytest.raises(ValueError, match=r"state\.1\.exp_avg: expected numbers, got dtype <U1"):
         opt.load_state_dict(state)
+
+
+@pytest.mark.parametrize("cls, kw, drop", [
+    (Adam, {}, "state.1.exp_avg_sq"),
+    (RMSProp, {"centered": True}, "state.0.grad_avg"),
+    (AdaGrad, {}, "state.2.sum"),
+])
+def test_load_state_dict_refuses_a_parameter_with_part_of_its_state(cls, kw, drop):
+    """Loaded, such a state would fail with a KeyError at the next step, mid-training."""
+    params = make_params()
+    opt = cls(params, lr=0.1, **kw)
+    run_ours(opt, params, 1)
+    state = opt.state_dict()
+    del state[drop]
+    index, field = drop.split(".")[1:]
+    fresh = cls(make_params(), lr=0.1, **kw)
+    with pytest.raises(ValueError, match=rf"state\.{index}: lacks \['{field}'\]"):
+        fresh.load_state_dict(state)
+    assert fresh.state == [{}, {}, {}]

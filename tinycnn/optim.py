@@ -332,6 +332,12 @@ class Optimizer:
             else:
                 host = arr.astype(p.dtype)
                 new_state[int(index)][field] = backend.to_device(host, backend.device_of(p.data))
+        settings = {**{k: getattr(self, k) for k in self._hyper}, **hyper}
+        needed = self._state_fields(settings)
+        for i, entries in enumerate(new_state):
+            lacking = sorted(needed - set(entries))
+            if entries and lacking:  # a parameter that has state has all of it
+                problems.append(f"state.{i}: lacks {lacking}")
         if problems:
             raise ValueError(f"{owner} failed, nothing was loaded: " + "; ".join(problems))
 
@@ -344,6 +350,10 @@ class Optimizer:
 
     def _check_together(self, owner: str, hyper: dict[str, Any]) -> None:
         """Rules between hyper-parameters (SGD's Nesterov needs momentum)."""
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        """The state entries ``_update`` keeps per parameter with these hyper-parameters."""
+        return set()
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{n}={getattr(self, n)}" for n in ("lr", "weight_decay", *self._hyper))
@@ -385,6 +395,9 @@ class SGD(Optimizer):
                 f"{owner}: Nesterov momentum requires momentum > 0 and dampening = 0, got "
                 f"momentum={hyper['momentum']}, dampening={hyper['dampening']}"
             )
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return {"momentum_buffer"} if hyper["momentum"] else set()
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         if self.momentum == 0:
@@ -442,6 +455,9 @@ class AdaGrad(Optimizer):
         self.initial_accumulator_value = check_hyper(
             type(self).__name__, "initial_accumulator_value", initial_accumulator_value)
 
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return {"sum", "step"}
+
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         if "sum" not in state:
             state["sum"] = self._zeros(p) + self.initial_accumulator_value
@@ -480,6 +496,10 @@ class RMSProp(Optimizer):
         self.eps = check_hyper(name, "eps", eps)
         self.momentum = check_hyper(name, "momentum", momentum)
         self.centered = check_hyper(name, "centered", centered)
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return ({"square_avg", "step"} | ({"momentum_buffer"} if hyper["momentum"] else set())
+                | ({"grad_avg"} if hyper["centered"] else set()))
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
@@ -533,6 +553,9 @@ class Adam(Optimizer):
         super().__init__(params, lr, weight_decay, max_grad_norm)
         self.betas = check_hyper(type(self).__name__, "betas", betas)
         self.eps = check_hyper(type(self).__name__, "eps", eps)
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return {"exp_avg", "exp_avg_sq", "step"}
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
