@@ -503,7 +503,10 @@ def test_matches_the_same_network_in_pytorch(name, mode):
     theirs.load_state_dict(state)  # strict: every key and shape must agree
     ours.train(mode == "train")
     theirs.train(mode == "train")
-    x = _x((2, 3, 32, 32))
+    # MobileNetV2 shrinks 32x32 to 1x1: a training-mode BatchNorm over 2 values per channel
+    # is so ill-conditioned that round-off decides the 6th digit, whatever the weights.
+    size = 64 if name == "mobilenet_v2" else 32
+    x = _x((2, 3, size, size))
     out = ours(x)
     xt = torch.from_numpy(x).requires_grad_(True)
     ref = theirs(xt)

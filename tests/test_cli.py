@@ -133,3 +133,18 @@ def test_train_download_fetches_missing_mnist(tmp_path: Path, monkeypatch, capsy
     assert code == 0
     assert "full MNIST" in capsys.readouterr().out
     assert sorted(p.name for p in (data_dir / "mnist").iterdir()) == sorted(md5s)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
+def test_training_that_turns_nan_is_one_line_and_writes_no_model(tmp_path: Path,
+                                                                  capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--model", "lenet5", "--epochs", "2", "--limit-train", "200",
+                 "--val-size", "0", "--batch-size", "50", "--lr", "1e30", "--no-progress",
+                 "--limit-test", "50", "--data-dir", str(tmp_path / "no-data"),
+                 "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tinycnn train: error: training stopped in epoch 1, batch ")
+    assert "\n" not in err and "Traceback" not in err
+    assert not (out / "model.npz").exists() and not (out / "checkpoint.npz").exists()

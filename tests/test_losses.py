@@ -174,3 +174,93 @@ def test_mse_matches_pytorch():
     loss = MSELoss()
     np.testing.assert_allclose(float(loss(x, y)), ref.item(), rtol=1e-12)
     np.testing.assert_allclose(loss.backward(), tx.grad.numpy(), rtol=1e-12)
+
+
+INF = np.inf
+# Inputs where a dense target product 0 * -inf used to give NaN (issue 15, item 5).
+EXTREME_LOGITS = [  # (logits, labels): each label on a finite logit
+    ([[0.0, -INF]], [0]),
+    ([[3e38, -3e38]], [0]),
+    ([[1.0, -INF, 0.5], [2.0, 1.0, -INF]], [2, 0]),
+    ([[1e308, -1e308, 0.0]], [2]),
+    ([[-INF, 0.0, 5.0]], [1]),
+]
+
+
+def _torch_ce(logits, labels, smoothing=0.0):
+    tl = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    ref = F.cross_entropy(tl, torch.tensor(labels), label_smoothing=smoothing)
+    ref.backward()
+    return ref.item(), tl.grad.numpy()
+
+
+@needs_torch
+@pytest.mark.parametrize("logits, labels", EXTREME_LOGITS)
+def test_cross_entropy_with_inf_and_huge_logits_matches_pytorch(logits, labels):
+    logits, labels = np.array(logits, dtype=np.float64), np.array(labels)
+    loss = SoftmaxCrossEntropy()
+    value = float(loss(logits, labels))
+    dx = loss.backward()
+    ref, ref_dx = _torch_ce(logits, labels)
+    assert np.isfinite(value) and np.all(np.isfinite(dx))
+    np.testing.assert_allclose(value, ref, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-14)
+
+
+def test_cross_entropy_float32_extremes_are_finite():
+    loss = SoftmaxCrossEntropy()
+    value = loss(np.array([[3e38, -3e38]], dtype=np.float32), np.array([0]))
+    assert float(value) == 0.0 and value.dtype == np.float32
+    np.testing.assert_array_equal(loss.backward(), [[0.0, 0.0]])
+    value = loss(np.array([[1.0, -np.inf, 0.5]], dtype=np.float32), np.array([2]))
+    np.testing.assert_allclose(float(value), np.log1p(np.exp(0.5)), rtol=1e-6)
+    assert np.all(np.isfinite(loss.backward()))
+
+
+def test_cross_entropy_soft_targets_ignore_masked_classes():
+    """Soft targets with weight 0 on a -inf logit: finite (PyTorch gives NaN here)."""
+    logits = np.array([[1.0, -np.inf, 0.5]])
+    target = np.array([[0.5, 0.0, 0.5]])
+    loss = SoftmaxCrossEntropy()
+    value = float(loss(logits, target))
+    finite = np.array([[1.0, 0.5]])
+    expected = direct_cross_entropy(finite, np.array([[0.5, 0.5]]))
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    dx = loss.backward()
+    assert dx[0, 1] == 0.0 and np.all(np.isfinite(dx))
+
+
+def test_cross_entropy_inf_under_label_smoothing_is_a_clear_error():
+    """Smoothing puts weight on the -inf class: the loss is inf (as in PyTorch), and says so."""
+    with pytest.raises(FloatingPointError, match="SoftmaxCrossEntropy is inf"):
+        SoftmaxCrossEntropy(0.1)(np.array([[0.0, -np.inf]]), np.array([0]))
+    with pytest.raises(FloatingPointError, match="SoftmaxCrossEntropy is nan"):
+        SoftmaxCrossEntropy()(np.array([[np.inf, 0.0]]), np.array([0]))
+
+
+# Up to 1e306: sums of three log-probabilities cannot overflow in either implementation.
+_extreme = st.one_of(
+    st.floats(-50, 50), st.just(-np.inf), st.floats(1e300, 1e306), st.floats(-1e306, -1e300)
+)
+
+
+@needs_torch
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.lists(_extreme, min_size=3, max_size=3), min_size=1, max_size=4),
+    labels=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+    smoothing=st.sampled_from([0.0, 0.2]),
+)
+def test_cross_entropy_extremes_match_pytorch_or_raise(rows, labels, smoothing):
+    """Wherever PyTorch's float64 loss is finite ours equals it, with the same gradient;
+    where PyTorch's is inf or NaN ours raises instead of returning it."""
+    logits = np.array(rows, dtype=np.float64)
+    labels = np.array(labels[: len(rows)])
+    ref, ref_dx = _torch_ce(logits, labels, smoothing)
+    loss = SoftmaxCrossEntropy(smoothing)
+    if not np.isfinite(ref):
+        with pytest.raises(FloatingPointError):
+            loss(logits, labels)
+        return
+    np.testing.assert_allclose(float(loss(logits, labels)), ref, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(loss.backward(), ref_dx, rtol=1e-8, atol=1e-12)

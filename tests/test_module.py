@@ -249,3 +249,42 @@ def test_base_module_errors_and_repr():
     assert repr(Parameter(np.zeros((2, 3)), requires_grad=False)) == (
         "Parameter(shape=(2, 3), dtype=float64, requires_grad=False)"
     )
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array(["a", "b"]), "got dtype <U1"),
+    (np.array([1 + 2j, 3j]), "got dtype complex128"),
+    (np.array([object(), object()], dtype=object), "got dtype object"),
+    ([[1.0, 2.0], [3.0]], "expected an array of numbers, got list"),
+])
+def test_load_state_dict_checks_every_value_before_writing_any(bad, message):
+    """A value that cannot be cast used to raise after earlier keys had been written,
+    while the message said nothing was loaded."""
+    net = Net()
+    before = net.state_dict()
+    state = {k: np.full_like(v, 7) for k, v in before.items()}
+    state["head.bias"] = bad  # the last key: every other one would be written first
+    with pytest.raises(StateDictError, match=rf"nothing was loaded.*head\.bias: .*{message}"):
+        net.load_state_dict(state)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_state_dict_integer_buffers_take_whole_numbers_only():
+    net = Net()
+    state = net.state_dict()
+    state["first.bn.num_batches_tracked"] = np.array(2.5)
+    with pytest.raises(StateDictError, match="num_batches_tracked: expected whole numbers"):
+        net.load_state_dict(state)
+    state["first.bn.num_batches_tracked"] = np.array(3.0)
+    net.load_state_dict(state)
+    assert int(net.first.bn.num_batches_tracked) == 3
+
+
+def test_load_state_dict_takes_nan_and_inf_as_values():
+    net = Net()
+    state = net.state_dict()
+    state["head.bias"] = np.array([np.nan, np.inf])
+    state["head.weight"] = np.full((2, 4), 1e300)  # inf in the model's float32
+    net.load_state_dict(state)
+    assert np.isnan(net.head.bias.data[0]) and np.all(np.isinf(net.head.weight.data))

@@ -142,12 +142,50 @@ def test_clip_grad_norm_matches_torch():
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-12)
 
 
-def test_clip_grad_norm_non_finite():
+@needs_torch
+@pytest.mark.parametrize("bad", [np.inf, np.nan, -np.inf])
+def test_clip_grad_norm_non_finite_scales_like_torch(bad):
+    """An inf norm zeroes finite gradients and turns inf into NaN, as PyTorch does: inf no
+    longer passes through clipping untouched."""
+    grads = [np.array([1.0, bad, 0.5]), np.array([[2.0, -3.0]])]
+    params = [Parameter(np.zeros(g.shape)) for g in grads]
+    tparams = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+    for p, tp, g in zip(params, tparams, grads, strict=True):
+        p.grad, tp.grad = g.copy(), torch.tensor(g)
+    norm = clip_grad_norm(params, 1.0)
+    tnorm = torch.nn.utils.clip_grad_norm_(tparams, 1.0)
+    np.testing.assert_equal(norm, tnorm.item())
+    for p, tp in zip(params, tparams, strict=True):
+        np.testing.assert_array_equal(p.grad, tp.grad.numpy())
+    assert not np.isinf(params[0].grad).any()
+
+
+def test_clip_grad_norm_error_if_nonfinite_names_the_parameter():
+    net = Affine(3, 2, rng=np.random.default_rng(0))
+    net.weight.grad = np.ones((2, 3), dtype=np.float32)
+    net.bias.grad = np.array([1.0, np.nan], dtype=np.float32)
+    with pytest.raises(FloatingPointError,
+                       match=r"norm is nan \(the gradient of bias.*error_if_nonfinite=False"):
+        clip_grad_norm(net, 1.0, error_if_nonfinite=True)
+    np.testing.assert_array_equal(net.weight.grad, 1.0)  # nothing changed
     p = Parameter(np.zeros(3))
     p.grad = np.array([1.0, np.inf, 0.0])
-    assert clip_grad_norm([p], 1.0) == np.inf
-    with pytest.raises(FloatingPointError, match="lower learning rate"):
+    with pytest.raises(FloatingPointError, match="gradient of parameter 0.*lower learning rate"):
         clip_grad_norm([p], 1.0, error_if_nonfinite=True)
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 3e38), (np.float64, 1e300)])
+def test_clip_grad_norm_of_huge_finite_gradients_does_not_overflow(dtype, big):
+    """Squares of 3e38 are inf in float32: the norm must still be the true, finite one."""
+    params = [Parameter(np.zeros(2, dtype=dtype)), Parameter(np.zeros(1, dtype=dtype))]
+    params[0].grad = np.array([big, -big], dtype=dtype)
+    params[1].grad = np.array([big], dtype=dtype)
+    norm = clip_grad_norm(params, 2.0, error_if_nonfinite=True)
+    np.testing.assert_allclose(norm, float(dtype(big)) * np.sqrt(3), rtol=1e-6)
+    clipped = np.concatenate([p.grad.astype(np.float64) for p in params])
+    assert np.all(np.isfinite(clipped))
+    np.testing.assert_allclose(np.linalg.norm(clipped), 2.0, rtol=1e-5)
+    assert all(p.grad.dtype == dtype for p in params)
 
 
 @pytest.mark.parametrize("cls", [SGD, Momentum, AdaGrad, RMSProp, Adam, AdamW])
@@ -214,7 +252,7 @@ def test_takes_a_module_and_zero_grad_clears():
     assert all(p.grad is None for p in net.parameters())
     with pytest.raises(TypeError, match="got an item of type ndarray"):
         SGD([np.zeros(3)], lr=0.1)
-    with pytest.raises(ValueError, match="learning rate"):
+    with pytest.raises(ValueError, match=r"SGD: lr must be >= 0 \(a finite number\), got -1\.0"):
         SGD(net, lr=-1.0)
     with pytest.raises(ValueError, match="Nesterov"):
         Momentum(net, lr=0.1, nesterov=True, dampening=0.1)
@@ -287,3 +325,118 @@ def test_gpu_matches_cpu_and_keeps_state_on_the_gpu(cls):
     opt_gpu.load_state_dict(state)
     assert all(backend.is_gpu_array(v) for s in opt_gpu.state for v in s.values()
                if hasattr(v, "shape"))
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [0.1, 123.4, 1e-3, 3.3])
+def test_centered_rmsprop_stays_finite_and_matches_torch_on_a_constant_gradient(dtype, value):
+    """alpha m + (1 - alpha) g let m^2 exceed v by a rounding error after ~1,200 steps of a
+    constant gradient: sqrt of a negative, NaN. PyTorch (lerp) stays finite, and so must we."""
+    p = Parameter(np.zeros(4, dtype=dtype))
+    opt = RMSProp([p], lr=1e-3, centered=True, momentum=0.5)
+    tp = torch.zeros(4, dtype=getattr(torch, np.dtype(dtype).name), requires_grad=True)
+    topt = torch.optim.RMSprop([tp], lr=1e-3, centered=True, momentum=0.5)
+    g = np.full(4, value, dtype=dtype)
+    for step in range(2000):
+        p.grad = g
+        tp.grad = torch.tensor(g)
+        opt.step()
+        topt.step()
+        if step == 300 or dtype == np.float64:
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-4)
+    # Later, sqrt(v - m^2) is a difference of rounding errors in float32: both stay
+    # finite, but their last bits (summation order) no longer agree.
+    assert np.all(np.isfinite(p.data))
+
+
+def test_rmsprop_centered_denominator_is_clamped_at_zero():
+    """A state where rounding left v below m^2: the step is lr * g / eps-sized, never NaN."""
+    p = Parameter(np.zeros(1))
+    opt = RMSProp([p], lr=1e-3, centered=True)
+    p.grad = np.array([1.0])
+    opt.step()
+    opt.state[0]["square_avg"][:] = 0.0  # below grad_avg^2
+    opt.step()
+    assert np.all(np.isfinite(p.data))
+
+
+BAD_HYPER = [
+    (SGD, {"lr": -5}, r"SGD: lr must be >= 0 \(a finite number\), got -5"),
+    (SGD, {"lr": float("nan")}, r"lr must be >= 0 \(a finite number\), got nan"),
+    (SGD, {"lr": "0.1"}, r"lr must be a number, got '0\.1'"),
+    (SGD, {"momentum": -0.1}, r"momentum must be >= 0 \(a finite number\), got -0\.1"),
+    (SGD, {"weight_decay": -1e-4}, r"weight_decay must be >= 0 \(a finite number\)"),
+    (SGD, {"nesterov": "yes"}, r"nesterov must be True or False, got 'yes'"),
+    (SGD, {"max_grad_norm": 0}, r"max_grad_norm must be > 0 \(a finite number\) or None, got 0"),
+    (Adam, {"betas": (2, 7)}, r"Adam: betas\[0\] must be in \[0, 1\), got 2"),
+    (Adam, {"betas": (0.9, 1.0)}, r"betas\[1\] must be in \[0, 1\), got 1\.0"),
+    (Adam, {"betas": 0.9}, r"betas must be a pair \(beta1, beta2\), got 0\.9"),
+    (AdamW, {"eps": -1e-8}, r"AdamW: eps must be >= 0 \(a finite number\)"),
+    (AdaGrad, {"initial_accumulator_value": -1},
+     r"initial_accumulator_value must be >= 0 \(a finite number\), got -1"),
+    (RMSProp, {"alpha": 1.0}, r"RMSProp: alpha must be in \[0, 1\), got 1\.0"),
+    (RMSProp, {"momentum": -1}, r"momentum must be >= 0 \(a finite number\)"),
+]
+
+
+@pytest.mark.parametrize("cls, kw, message", BAD_HYPER)
+def test_constructors_check_every_hyper_parameter(cls, kw, message):
+    with pytest.raises(ValueError, match=message):
+        cls(make_params(), **{"lr": 0.1, **kw})
+
+
+@pytest.mark.parametrize("cls, kw, message", BAD_HYPER)
+def test_load_state_dict_checks_hyper_parameters_like_the_constructor(cls, kw, message):
+    """A state with lr=-5 or betas=(2, 7) used to load; the same rule now refuses it, and
+    the optimizer is left as it was."""
+    params = make_params()
+    opt = cls(params, lr=0.1)
+    run_ours(opt, params, 1)
+    state = opt.state_dict()
+    state.update({k: np.asarray(v) for k, v in kw.items()})
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=message.replace(f"{cls.__name__}: ", "")):
+        opt.load_state_dict(state)
+    after = opt.state_dict()
+    assert after.keys() == before.keys()
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+
+
+def test_load_state_dict_refuses_nesterov_without_momentum():
+    opt = SGD(make_params(), lr=0.1, momentum=0.9, nesterov=True)
+    state = opt.state_dict()
+    state["momentum"] = np.asarray(0.0)
+    with pytest.raises(ValueError, match=r"SGD.load_state_dict: Nesterov.*got momentum=0\.0"):
+        opt.load_state_dict(state)
+    assert opt.momentum == 0.9
+
+
+def test_load_state_dict_refuses_text_state():
+    params = make_params()
+    opt = Adam(params, lr=0.1)
+    run_ours(opt, params, 1)
+    state = opt.state_dict()
+    state["state.1.exp_avg"] = np.array(["a"] * 4)
+    with pytest.raises(ValueError, match=r"state\.1\.exp_avg: expected numbers, got dtype <U1"):
+        opt.load_state_dict(state)
+
+
+@pytest.mark.parametrize("cls, kw, drop", [
+    (Adam, {}, "state.1.exp_avg_sq"),
+    (RMSProp, {"centered": True}, "state.0.grad_avg"),
+    (AdaGrad, {}, "state.2.sum"),
+])
+def test_load_state_dict_refuses_a_parameter_with_part_of_its_state(cls, kw, drop):
+    """Loaded, such a state would fail with a KeyError at the next step, mid-training."""
+    params = make_params()
+    opt = cls(params, lr=0.1, **kw)
+    run_ours(opt, params, 1)
+    state = opt.state_dict()
+    del state[drop]
+    index, field = drop.split(".")[1:]
+    fresh = cls(make_params(), lr=0.1, **kw)
+    with pytest.raises(ValueError, match=rf"state\.{index}: lacks \['{field}'\]"):
+        fresh.load_state_dict(state)
+    assert fresh.state == [{}, {}, {}]

@@ -205,3 +205,39 @@ def test_bad_arguments() -> None:
         S.StepLR(object(), 1)
     with pytest.raises(TypeError, match="ReduceLROnPlateau"):
         S.LinearWarmup(opt, 2, S.ReduceLROnPlateau(opt))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda o: S.StepLR(o, 2, gamma=-0.5), r"StepLR: gamma must be a finite number > 0, got -0\.5"),
+    (lambda o: S.StepLR(o, 1.5), r"StepLR: step_size must be a whole number >= 1, got 1\.5"),
+    (lambda o: S.ExponentialLR(o, gamma=0.0), r"ExponentialLR: gamma must be .* > 0, got 0\.0"),
+    (lambda o: S.MultiStepLR(o, [2, -1]), r"milestones\[\] must be a whole number >= 0, got -1"),
+    (lambda o: S.CosineAnnealingLR(o, 5, eta_min=-1e-3), r"eta_min must be .* >= 0"),
+    (lambda o: S.CosineAnnealingLR(o, 5, steps_per_epoch=0), r"steps_per_epoch must be .* >= 1"),
+    (lambda o: S.LinearWarmup(o, -1), r"warmup_epochs must be a whole number >= 0, got -1"),
+    (lambda o: S.ReduceLROnPlateau(o, patience=-2), r"patience must be a whole number >= 0"),
+    (lambda o: S.ReduceLROnPlateau(o, min_lr=-1.0), r"min_lr must be a finite number >= 0"),
+    (lambda o: S.ReduceLROnPlateau(o, cooldown=0.5), r"cooldown must be a whole number >= 0"),
+    (lambda o: S.ReduceLROnPlateau(o, threshold=float("nan")), r"threshold must be"),
+])
+def test_constructors_check_their_arguments(make, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(FakeOptimizer(0.1))
+
+
+@pytest.mark.parametrize("make, bad, message", [
+    (lambda o: S.StepLR(o, 2), {"last_epoch": -3}, r"last_epoch must be a whole number >= 0"),
+    (lambda o: S.StepLR(o, 2), {"base_lr": "x"}, r"base_lr must be a finite number >= 0"),
+    (lambda o: S.StepLR(o, 2), {"best": 1.0}, r"the state lacks \['last_epoch', 'batch'"),
+    (lambda o: S.ReduceLROnPlateau(o), {"lr": -1.0}, r"lr must be a finite number >= 0"),
+    (lambda o: S.ReduceLROnPlateau(o), {"last_epoch": 2}, r"the state lacks \['best'"),
+])
+def test_load_state_dict_checks_before_changing_anything(make, bad, message) -> None:
+    opt = FakeOptimizer(0.3)
+    sched = make(opt)
+    state = sched.state_dict()
+    before = (dict(state), opt.lr)
+    state = bad if "lacks" in message else {**state, **bad}
+    with pytest.raises(ValueError, match=message):
+        sched.load_state_dict(state)
+    assert (sched.state_dict(), opt.lr) == before

@@ -11,6 +11,7 @@ from tinycnn._threads import apply_defaults as _apply_thread_defaults
 _apply_thread_defaults()
 
 from tinycnn import backend, losses, metrics, models, optim, schedules  # noqa: E402
+from tinycnn.anomaly import NonFiniteError, detect_anomaly  # noqa: E402
 from tinycnn.backend import gpu_available  # noqa: E402
 from tinycnn.containers import Concat, Residual, Sequential  # noqa: E402
 from tinycnn.fast import accelerate, current_kernels, is_accelerated, use_kernels  # noqa: E402
@@ -46,8 +47,10 @@ __all__ = [
     "Module",
     "Parameter",
     "StateDictError",
+    "NonFiniteError",
     "accelerate",
     "backend",
+    "detect_anomaly",
     "is_accelerated",
     "current_kernels",
     "gpu_available",

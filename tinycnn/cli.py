@@ -370,8 +370,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(history):
         history.plot(out / "curves.png")
     if history.interrupted:
-        print(f"stopped by Ctrl-C; continue with: tinycnn train ... --resume "
-              f"{out / 'checkpoint.npz'}")
+        if trainer.last_checkpoint is None:  # stopped inside a step: nothing complete saved
+            print("stopped by Ctrl-C; no checkpoint was saved")
+        else:
+            print(f"stopped by Ctrl-C; continue with: tinycnn train ... --resume "
+                  f"{trainer.last_checkpoint}")
         return 130
     test = evaluate(model, _loader(xt, yt, args, 500))
     model.save(out / "model.npz")
@@ -452,6 +455,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tinycnn`` console script; returns the exit status."""
+    from tinycnn.anomaly import NonFiniteError
     from tinycnn.backend import DeviceError
     from tinycnn.data import DatasetFormatError, DatasetNotFoundError
 
@@ -460,8 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary}
     try:
         return commands[args.command](args)
-    except (UsageError, DeviceError, DatasetNotFoundError, DatasetFormatError) as exc:
-        # Bad options, the GPU unusable, data missing or corrupt: one clear message.
+    except (UsageError, DeviceError, DatasetNotFoundError, DatasetFormatError,
+            NonFiniteError) as exc:
+        # Bad options, the GPU unusable, data missing or corrupt, training that produced
+        # NaN (no model.npz is written then): one clear message.
         print(f"tinycnn {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -34,23 +34,29 @@ def initialize(
     dtype: Any = np.float32,
     gain: float | None = None,
 ) -> np.ndarray:
-    """A new weight array of ``shape`` drawn with ``method`` (one of ``INITIALIZERS``)."""
+    """A new weight array of ``shape`` drawn with ``method`` (one of ``INITIALIZERS``).
+
+    float32 and float64 weights are drawn in their own dtype and scaled in place, so the
+    peak memory is the weight itself (a float64 draw cast to float32 took three times it).
+    """
+    if method not in INITIALIZERS:
+        raise ValueError(f"unknown initializer {method!r}; choose one of {INITIALIZERS}")
     rng = rng if rng is not None else np.random.default_rng()
     fan_in, fan_out = fans(shape)
-    if method == "he_normal":
+    if method.startswith("he"):
         g = math.sqrt(2.0) if gain is None else gain
-        w = rng.normal(0.0, g / math.sqrt(fan_in), size=shape)
-    elif method == "he_uniform":
-        g = math.sqrt(2.0) if gain is None else gain
-        bound = g * math.sqrt(3.0 / fan_in)
-        w = rng.uniform(-bound, bound, size=shape)
-    elif method == "xavier_normal":
-        g = 1.0 if gain is None else gain
-        w = rng.normal(0.0, g * math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
-    elif method == "xavier_uniform":
-        g = 1.0 if gain is None else gain
-        bound = g * math.sqrt(6.0 / (fan_in + fan_out))
-        w = rng.uniform(-bound, bound, size=shape)
+        std = g / math.sqrt(fan_in)
     else:
-        raise ValueError(f"unknown initializer {method!r}; choose one of {INITIALIZERS}")
-    return w.astype(dtype)
+        g = 1.0 if gain is None else gain
+        std = g * math.sqrt(2.0 / (fan_in + fan_out))
+    dtype = np.dtype(dtype)
+    draw = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    if method.endswith("normal"):
+        w = rng.standard_normal(shape, dtype=draw)
+        w *= std
+    else:  # uniform on [-bound, bound), bound = std * sqrt(3)
+        bound = std * math.sqrt(3.0)
+        w = rng.random(shape, dtype=draw)
+        w *= 2.0 * bound
+        w -= bound
+    return w if w.dtype == dtype else w.astype(dtype)

@@ -11,22 +11,41 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from tinycnn import backend
 from tinycnn.module import BackwardBeforeForwardError, LayerInputError
 
 
-def softmax(x: Any, axis: int = -1) -> Any:
-    """``exp(x - max) / sum(exp(x - max))`` along ``axis``; stable for any finite logits."""
+def _shift(x: Any, axis: int) -> Any:
+    """``x`` minus its max along ``axis``; a row whose max is +-inf is shifted by 0 instead.
+
+    ``inf - inf`` would be NaN for a row holding -inf only where a logit is masked out;
+    a finite max shifting a huge negative logit to -inf is the right limit (its exp is 0).
+    """
     xp = backend.get_array_module(x)
-    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    with numpy.errstate(over="ignore"):  # -3e38 - 3e38 is -inf in float32: exactly right
+        return x - m
+
+
+def softmax(x: Any, axis: int = -1) -> Any:
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis``; stable for finite logits and -inf."""
+    xp = backend.get_array_module(x)
+    e = xp.exp(_shift(x, axis))
     return e / e.sum(axis=axis, keepdims=True)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Any:
-    """``x - logsumexp(x)`` along ``axis``, with the max subtracted first (no overflow)."""
+    """``x - logsumexp(x)`` along ``axis``, with the max subtracted first (no overflow).
+
+    A -inf logit gets log-probability -inf, as in PyTorch; a +inf logit gives NaN (as there).
+    """
     xp = backend.get_array_module(x)
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    shifted = _shift(x, axis)
+    with numpy.errstate(divide="ignore", invalid="ignore"):  # the NaN/inf is the answer
+        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def _scale(grad: Any, dtype: Any) -> Any:
@@ -93,6 +112,11 @@ class SoftmaxCrossEntropy(Loss):
     L = -(1/N) sum_n sum_k t_nk log p_nk,  p = softmax(logits).
     Backward: dL/dlogits = (p * sum_k t_k - t) / N * grad, i.e. (p - t) / N * grad when
     each target row sums to 1.
+
+    A logit of -inf (a masked class) is allowed: a term with ``t_nk = 0`` counts as 0, so
+    the loss and gradient stay finite (with soft targets too, where PyTorch gives NaN).
+    With label smoothing every class has ``t_nk > 0`` and the loss is inf, as in PyTorch,
+    which raises ``FloatingPointError`` like any non-finite loss.
     """
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
@@ -150,11 +174,15 @@ class SoftmaxCrossEntropy(Loss):
                 f"SoftmaxCrossEntropy expected floating-point logits (N, K), got {got}"
             )
         t = self._targets(logits, target)
+        xp = backend.get_array_module(logits)
         logp = log_softmax(logits, axis=1)
         n = logits.shape[0]
-        loss = -(t * logp).sum() / max(n, 1)
+        # A class with target weight 0 adds nothing, even when its log-probability is -inf
+        # (a masked logit): 0 * -inf would be NaN.
+        with numpy.errstate(over="ignore"):  # an inf loss is reported just below
+            loss = -(t * xp.where(t != 0, logp, 0)).sum() / max(n, 1)
         self._check_finite(loss)
-        self.probs = backend.get_array_module(logp).exp(logp)
+        self.probs = xp.exp(logp)
         self.t = t
         return loss
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy
 
 from tinycnn import backend
-from tinycnn.files import atomic_write
+from tinycnn.files import atomic_write, remove_leftovers
 
 
 class Parameter:
@@ -294,10 +294,21 @@ class Module:
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Copy arrays from ``state`` into the model, keeping its device and dtype.
 
-        Everything is checked first: unknown keys, missing keys (when ``strict``) and shape
-        mismatches are listed together in one :class:`StateDictError` (a ``RuntimeError``,
-        as in PyTorch, and a ``KeyError``), and nothing is loaded in that case. Extra keys
-        such as PyTorch's ``num_batches_tracked`` are ignored when ``strict=False``.
+        Everything is checked and converted first: unknown keys, missing keys (when
+        ``strict``), shape mismatches and values that cannot become the model's dtype
+        (text, objects, complex numbers; fractions for an integer buffer) are listed
+        together in one :class:`StateDictError` (a ``RuntimeError``, as in PyTorch, and a
+        ``KeyError``), and nothing is loaded in that case. NaN and inf are values like any
+        other. Extra keys such as PyTorch's ``num_batches_tracked`` are ignored when
+        ``strict=False``.
+        """
+        self._prepare_load(state, strict)()
+
+    def _prepare_load(self, state: dict[str, Any], strict: bool = True) -> Callable[[], None]:
+        """Check and convert all of ``state``; return the function that installs it.
+
+        The returned function only assigns ready arrays, so it cannot fail halfway: a
+        caller (the Trainer's checkpoint loading) checks every part before changing any.
         """
         targets: dict[str, tuple[Module, str, bool]] = {}
         for mod_name, module in self.named_modules():
@@ -308,13 +319,27 @@ class Module:
                     targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, False)
         unexpected = sorted(k for k in state if k not in targets)
         missing = sorted(k for k in targets if k not in state)
-        mismatched = []
+        mismatched, unusable = [], []
+        ready: dict[str, Any] = {}
         for key, (module, name, is_param) in targets.items():
-            if key in state:
-                current = module._parameters[name].data if is_param else module._buffers[name]
-                new_shape = tuple(numpy.shape(state[key]))
-                if current is not None and tuple(current.shape) != new_shape:
-                    mismatched.append(f"{key}: model has {tuple(current.shape)}, got {new_shape}")
+            if key not in state:
+                continue
+            current = module._parameters[name].data if is_param else module._buffers[name]
+            value, why = _as_host_array(state[key])
+            if value is None:
+                unusable.append(f"{key}: {why}")
+                continue
+            if tuple(current.shape) != tuple(value.shape):
+                mismatched.append(f"{key}: model has {tuple(current.shape)}, "
+                                  f"got {tuple(value.shape)}")
+                continue
+            why = _cast_problem(value, current.dtype)
+            if why:
+                unusable.append(f"{key}: {why}")
+                continue
+            with numpy.errstate(over="ignore", invalid="ignore"):  # inf/NaN load as they are
+                host = numpy.array(value, dtype=current.dtype, copy=True)
+            ready[key] = backend.to_device(host, backend.device_of(current))
         problems = []
         if strict and unexpected:
             problems.append(f"unexpected keys: {unexpected}")
@@ -322,22 +347,23 @@ class Module:
             problems.append(f"missing keys: {missing}")
         if mismatched:
             problems.append("shape mismatches: " + "; ".join(mismatched))
+        if unusable:
+            problems.append("values of the wrong type: " + "; ".join(unusable))
         if problems:
             raise StateDictError(
                 f"load_state_dict into {self._name()} failed, nothing was loaded. "
                 + " | ".join(problems)
             )
-        for key, (module, name, is_param) in targets.items():
-            if key not in state:
-                continue
-            value = numpy.asarray(state[key])
-            current = module._parameters[name].data if is_param else module._buffers[name]
-            if current is not None:
-                value = backend.to_device(value.astype(current.dtype), backend.device_of(current))
-            if is_param:
-                module._parameters[name].data = value.copy()
-            else:
-                module._set_buffer(name, value.copy())
+
+        def install() -> None:
+            for key, value in ready.items():
+                module, name, is_param = targets[key]
+                if is_param:
+                    module._parameters[name].data = value
+                else:
+                    module._set_buffer(name, value)
+
+        return install
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state dict to an ``.npz`` file atomically (temp file, then rename)."""
@@ -345,6 +371,7 @@ class Module:
 
     def load(self, path: str | os.PathLike, strict: bool = True) -> Module:
         """Load a state dict saved by :meth:`save`; pickles are never loaded."""
+        remove_leftovers(path)  # the temp file of a save that was killed
         with numpy.load(os.fspath(path), allow_pickle=False) as f:
             self.load_state_dict({k: f[k] for k in f.files}, strict=strict)
         return self
@@ -476,6 +503,28 @@ def _check_one_grad(module: Module, name: str, g: Any, m: _ArrayMeta, which: str
         )
     _check_device(module, g)
     return g if g.dtype == m.dtype else g.astype(m.dtype)
+
+
+def _as_host_array(value: Any) -> tuple[Any, str]:
+    """``(NumPy array, "")`` for a state value, or ``(None, why it is not one)``."""
+    if backend.is_gpu_array(value):
+        value = backend.to_device(value, "cpu")
+    try:
+        return numpy.asarray(value), ""
+    except (ValueError, TypeError) as exc:
+        return None, f"expected an array of numbers, got {type(value).__name__} ({exc})"
+
+
+def _cast_problem(value: Any, dtype: Any) -> str:
+    """Why ``value`` cannot become ``dtype`` without losing its meaning ("" when it can)."""
+    kind = numpy.dtype(dtype).kind
+    if value.dtype.kind not in "biuf":
+        return f"expected numbers for {numpy.dtype(dtype)}, got dtype {value.dtype}"
+    if kind in "iu" and value.dtype.kind == "f":
+        # PyTorch's num_batches_tracked may come as a float: whole numbers are fine
+        if not bool(numpy.all(numpy.isfinite(value) & (numpy.round(value) == value))):
+            return f"expected whole numbers for {numpy.dtype(dtype)}, got fractions or inf/NaN"
+    return ""
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> None:

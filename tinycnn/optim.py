@@ -21,12 +21,13 @@ for parameter ``i``, so it saves to ``.npz`` without pickle.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy
 
 from tinycnn import backend
+from tinycnn.anomaly import NonFiniteError
 from tinycnn.module import Module, Parameter
 
 
@@ -46,36 +47,147 @@ def _param_list(params: Module | Iterable[Parameter], owner: str) -> list[Parame
     return out
 
 
+def _number(owner: str, name: str, value: Any) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` when it is not a real number."""
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, float, numpy.number)):
+        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
+    if isinstance(value, (complex, numpy.complexfloating)):
+        raise ValueError(f"{owner}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _at_least_zero(owner: str, name: str, value: Any) -> float:
+    v = _number(owner, name, value)
+    if not 0.0 <= v < math.inf:
+        raise ValueError(f"{owner}: {name} must be >= 0 (a finite number), got {value!r}")
+    return v
+
+
+def _real(owner: str, name: str, value: Any) -> float:
+    v = _number(owner, name, value)
+    if not math.isfinite(v):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    return v
+
+
+def _unit(owner: str, name: str, value: Any) -> float:
+    v = _number(owner, name, value)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value!r}")
+    return v
+
+
+def _betas(owner: str, name: str, value: Any) -> tuple[float, float]:
+    items = list(value) if isinstance(value, (tuple, list)) else None
+    if items is None or len(items) != 2:
+        raise ValueError(f"{owner}: {name} must be a pair (beta1, beta2), got {value!r}")
+    return _unit(owner, f"{name}[0]", items[0]), _unit(owner, f"{name}[1]", items[1])
+
+
+def _flag(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, numpy.bool_)) and value not in (0, 1):
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _positive_or_none(owner: str, name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    v = _number(owner, name, value)
+    if not 0.0 < v < math.inf:
+        raise ValueError(f"{owner}: {name} must be > 0 (a finite number) or None, got {value!r}")
+    return v
+
+
+# The rules of PyTorch's constructors (finite values required as well), shared by every
+# optimizer's constructor and ``load_state_dict``.
+_RULES = {
+    "lr": _at_least_zero,
+    "weight_decay": _at_least_zero,
+    "max_grad_norm": _positive_or_none,
+    "momentum": _at_least_zero,
+    "dampening": _real,
+    "nesterov": _flag,
+    "eps": _at_least_zero,
+    "initial_accumulator_value": _at_least_zero,
+    "alpha": _unit,
+    "centered": _flag,
+    "betas": _betas,
+}
+
+
+def check_hyper(owner: str, name: str, value: Any) -> Any:
+    """``value`` of hyper-parameter ``name`` converted, or ``ValueError`` saying what was
+    expected and what came (one rule per name, for every optimizer)."""
+    if isinstance(value, numpy.ndarray):  # as read back from an .npz file
+        value = value.item() if value.ndim == 0 else tuple(value.tolist())
+    return _RULES[name](owner, name, value)
+
+
+def _named_grads(params: Module | Iterable[Parameter]) -> list[tuple[str, Parameter]]:
+    """``(name, parameter)`` for each parameter with a gradient: dotted names for a Module,
+    ``"parameter <i>"`` for a list."""
+    if isinstance(params, Module):
+        named = list(params.named_parameters())
+    else:
+        named = [(f"parameter {i}", p)
+                 for i, p in enumerate(_param_list(params, "clip_grad_norm"))]
+    return [(name, p) for name, p in named if p.grad is not None]
+
+
+def _scaled_norm(grads: list[Any], xp: Any) -> float:
+    """The L2 norm of all ``grads`` without overflow: divided by the largest magnitude first
+    (a float32 gradient of 3e38 squares to inf), NaN if any value is NaN, else inf if any is."""
+    peaks = [float(xp.max(xp.abs(g))) for g in grads if g.size]
+    if not peaks:
+        return 0.0
+    if any(math.isnan(m) for m in peaks):
+        return math.nan
+    scale = max(peaks)
+    if scale == 0.0 or math.isinf(scale):
+        return scale
+    total = sum(float(xp.sum(xp.square(g / g.dtype.type(scale)), dtype=xp.float64))
+                for g in grads)
+    return scale * math.sqrt(total)
+
+
 def clip_grad_norm(
     params: Module | Iterable[Parameter], max_norm: float, error_if_nonfinite: bool = False
 ) -> float:
     """Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
-    ``norm = sqrt(sum_p sum(g_p^2))``; when ``norm > max_norm`` every gradient is multiplied
-    by ``max_norm / (norm + 1e-6)`` (PyTorch's ``clip_grad_norm_``). Returns the norm
-    before clipping. A non-finite norm leaves the gradients alone, or raises
-    ``FloatingPointError`` when ``error_if_nonfinite``.
+    ``norm = sqrt(sum_p sum(g_p^2))``, computed without overflow; every gradient is
+    multiplied by ``min(max_norm / (norm + 1e-6), 1)`` (PyTorch's ``clip_grad_norm_``).
+    Returns the norm before clipping. A non-finite norm is used as PyTorch uses it (an inf
+    norm zeroes the finite gradients and turns inf ones into NaN, a NaN norm makes them
+    all NaN), unless ``error_if_nonfinite=True``: then :class:`~tinycnn.NonFiniteError` is
+    raised naming the first parameter whose gradient holds NaN or inf, and nothing changes.
     """
     if not max_norm > 0:
         raise ValueError(f"clip_grad_norm needs max_norm > 0, got {max_norm}")
-    grads = [p for p in _param_list(params, "clip_grad_norm") if p.grad is not None]
-    if not grads:
+    named = _named_grads(params)
+    if not named:
         return 0.0
-    xp = backend.get_array_module(*(p.grad for p in grads))
+    grads = [p.grad for _, p in named]
+    xp = backend.get_array_module(*grads)
     # One device-to-host transfer for the whole sum, not one per parameter.
-    squares = [xp.sum(xp.square(p.grad), dtype=xp.float64) for p in grads]
+    with numpy.errstate(over="ignore"):  # an overflowed square is caught just below
+        squares = [xp.sum(xp.square(g), dtype=xp.float64) for g in grads]
     norm = float(xp.sqrt(sum(squares[1:], squares[0])))
-    if not math.isfinite(norm):
-        if error_if_nonfinite:
-            raise FloatingPointError(
-                f"clip_grad_norm: the gradient norm is {norm}; training diverged, "
-                "try a lower learning rate"
-            )
-        return norm
+    if not math.isfinite(norm):  # overflowed squares, or inf/NaN gradients: look closer
+        norm = _scaled_norm(grads, xp)
+    if not math.isfinite(norm) and error_if_nonfinite:
+        bad = next(n for n, p in named if not bool(xp.isfinite(p.grad).all()))
+        raise NonFiniteError(
+            f"clip_grad_norm: the gradient norm is {norm} (the gradient of {bad} holds "
+            "NaN or inf), so it cannot be clipped; training diverged, try a lower learning "
+            "rate (error_if_nonfinite=False scales by it anyway, as PyTorch does)"
+        )
     coef = max_norm / (norm + 1e-6)
-    if coef < 1.0:
-        for p in grads:
-            p.grad = p.grad * coef
+    if coef < 1.0 or math.isnan(coef):
+        with numpy.errstate(invalid="ignore"):  # inf * 0 is NaN, as in PyTorch
+            for _, p in named:
+                p.grad = p.grad * p.grad.dtype.type(coef)
     return norm
 
 
@@ -113,21 +225,15 @@ class Optimizer:
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
     ) -> None:
-        if not lr >= 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be >= 0, got {lr}")
-        if not weight_decay >= 0:
-            raise ValueError(
-                f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}"
-            )
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(
-                f"{type(self).__name__}: max_grad_norm must be > 0 or None, got {max_grad_norm}"
-            )
+        name = type(self).__name__
+        lr = check_hyper(name, "lr", lr)
+        weight_decay = check_hyper(name, "weight_decay", weight_decay)
+        max_grad_norm = check_hyper(name, "max_grad_norm", max_grad_norm)
         self.params = _param_list(params, type(self).__name__)
         if not self.params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
+        self.lr = lr
+        self.weight_decay = weight_decay
         self.max_grad_norm = max_grad_norm
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
@@ -179,20 +285,33 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` gave (also after an ``.npz`` round trip).
 
-        State arrays take each parameter's device and dtype. Raises ``ValueError``, and
-        loads nothing, when the optimizer type, the parameter count or a state array's
-        shape does not match.
+        State arrays take each parameter's device and dtype. Everything is checked before
+        anything changes: the optimizer type, the parameter count, each state entry's
+        shape and type, and the hyper-parameters (the constructor's rules, so ``lr=-5``
+        is refused). On any problem it raises ``ValueError`` and loads nothing.
         """
+        self._prepare_load(state)()
+
+    def _prepare_load(self, state: dict[str, Any]) -> Callable[[], None]:
+        """Check and convert ``state``; return the function that installs it (cannot fail)."""
         name = type(self).__name__
+        owner = f"{name}.load_state_dict"
         kind = str(numpy.asarray(state.get("optimizer", "?")).item())
         if kind != name:
-            raise ValueError(f"{name}.load_state_dict: the state was saved by {kind}")
+            raise ValueError(f"{owner}: the state was saved by {kind}, not by {name}")
         count = int(numpy.asarray(state.get("num_params", -1)).item())
         if count != len(self.params):
             raise ValueError(
-                f"{name}.load_state_dict: the state is for {count} parameters, "
+                f"{owner}: the state is for {count} parameters, "
                 f"this optimizer has {len(self.params)}"
             )
+        hyper: dict[str, Any] = {}
+        for key in ("lr", "weight_decay", "max_grad_norm", *self._hyper):
+            if key in state:
+                hyper[key] = check_hyper(owner, key, numpy.asarray(state[key]))
+            elif key == "max_grad_norm":
+                hyper[key] = None
+        self._check_together(owner, {**{k: getattr(self, k) for k in self._hyper}, **hyper})
         new_state: list[dict[str, Any]] = [{} for _ in self.params]
         problems = []
         for key, value in state.items():
@@ -204,25 +323,39 @@ class Optimizer:
                 continue
             p = self.params[int(index)]
             arr = numpy.asarray(value)
-            if arr.ndim == 0 and arr.dtype.kind in "iub":
-                new_state[int(index)][field] = arr.item()  # a counter such as "step"
+            if arr.dtype.kind not in "biuf":
+                problems.append(f"{key}: expected numbers, got dtype {arr.dtype}")
+            elif arr.ndim == 0 and arr.dtype.kind in "iub":
+                if int(arr) < 0:
+                    problems.append(f"{key}: expected a count >= 0, got {int(arr)}")
+                new_state[int(index)][field] = int(arr)  # a counter such as "step"
             elif tuple(arr.shape) != tuple(p.shape):
                 problems.append(f"{key}: parameter has {tuple(p.shape)}, got {tuple(arr.shape)}")
             else:
                 host = arr.astype(p.dtype)
                 new_state[int(index)][field] = backend.to_device(host, backend.device_of(p.data))
+        settings = {**{k: getattr(self, k) for k in self._hyper}, **hyper}
+        needed = self._state_fields(settings)
+        for i, entries in enumerate(new_state):
+            lacking = sorted(needed - set(entries))
+            if entries and lacking:  # a parameter that has state has all of it
+                problems.append(f"state.{i}: lacks {lacking}")
         if problems:
-            raise ValueError(
-                f"{name}.load_state_dict failed, nothing was loaded: " + "; ".join(problems)
-            )
-        for hyper in ("lr", "weight_decay", "max_grad_norm", *self._hyper):
-            if hyper not in state:
-                if hyper == "max_grad_norm":
-                    self.max_grad_norm = None
-                continue
-            value = numpy.asarray(state[hyper])
-            setattr(self, hyper, tuple(float(v) for v in value) if value.ndim else value.item())
-        self.state = new_state
+            raise ValueError(f"{owner} failed, nothing was loaded: " + "; ".join(problems))
+
+        def install() -> None:
+            for key, value in hyper.items():
+                setattr(self, key, value)
+            self.state = new_state
+
+        return install
+
+    def _check_together(self, owner: str, hyper: dict[str, Any]) -> None:
+        """Rules between hyper-parameters (SGD's Nesterov needs momentum)."""
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        """The state entries ``_update`` keeps per parameter with these hyper-parameters."""
+        return set()
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{n}={getattr(self, n)}" for n in ("lr", "weight_decay", *self._hyper))
@@ -251,13 +384,22 @@ class SGD(Optimizer):
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
         name = type(self).__name__
-        if momentum < 0.0:  # PyTorch's only rule; momentum >= 1 diverges, but is allowed
-            raise ValueError(f"{name}: momentum must be >= 0, got {momentum}")
-        if nesterov and (momentum == 0 or dampening != 0):
-            raise ValueError(f"{name}: Nesterov momentum requires momentum > 0 and dampening = 0")
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.dampening = float(dampening)
+        # momentum >= 0 is PyTorch's only rule; momentum >= 1 diverges, but is allowed
+        self.momentum = check_hyper(name, "momentum", momentum)
+        self.nesterov = check_hyper(name, "nesterov", nesterov)
+        self.dampening = check_hyper(name, "dampening", dampening)
+        self._check_together(name, {"momentum": self.momentum, "nesterov": self.nesterov,
+                                    "dampening": self.dampening})
+
+    def _check_together(self, owner: str, hyper: dict[str, Any]) -> None:
+        if hyper["nesterov"] and (hyper["momentum"] == 0 or hyper["dampening"] != 0):
+            raise ValueError(
+                f"{owner}: Nesterov momentum requires momentum > 0 and dampening = 0, got "
+                f"momentum={hyper['momentum']}, dampening={hyper['dampening']}"
+            )
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return {"momentum_buffer"} if hyper["momentum"] else set()
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         if self.momentum == 0:
@@ -311,8 +453,12 @@ class AdaGrad(Optimizer):
         max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
-        self.eps = float(eps)
-        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.eps = check_hyper(type(self).__name__, "eps", eps)
+        self.initial_accumulator_value = check_hyper(
+            type(self).__name__, "initial_accumulator_value", initial_accumulator_value)
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return {"sum", "step"}
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         if "sum" not in state:
@@ -328,9 +474,9 @@ class AdaGrad(Optimizer):
 class RMSProp(Optimizer):
     """RMSProp, as ``torch.optim.RMSprop``.
 
-    ``v <- alpha v + (1 - alpha) g^2``; ``d = sqrt(v) + eps`` (centered: ``sqrt(v - m^2)``
-    with ``m <- alpha m + (1 - alpha) g``); ``p <- p - lr g / d``, or with momentum
-    ``b <- momentum b + g / d``, ``p <- p - lr b``.
+    ``v <- alpha v + (1 - alpha) g^2``; ``d = sqrt(v) + eps`` (centered:
+    ``sqrt(max(v - m^2, 0))`` with ``m <- m + (1 - alpha)(g - m)``); ``p <- p - lr g / d``,
+    or with momentum ``b <- momentum b + g / d``, ``p <- p - lr b``.
     """
 
     _hyper = ("alpha", "eps", "momentum", "centered")
@@ -347,12 +493,15 @@ class RMSProp(Optimizer):
         max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"RMSProp: alpha must be in [0, 1), got {alpha}")
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
-        self.centered = bool(centered)
+        name = type(self).__name__
+        self.alpha = check_hyper(name, "alpha", alpha)
+        self.eps = check_hyper(name, "eps", eps)
+        self.momentum = check_hyper(name, "momentum", momentum)
+        self.centered = check_hyper(name, "centered", centered)
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return ({"square_avg", "step"} | ({"momentum_buffer"} if hyper["momentum"] else set())
+                | ({"grad_avg"} if hyper["centered"] else set()))
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
@@ -369,9 +518,11 @@ class RMSProp(Optimizer):
         v += (1.0 - self.alpha) * g * g
         if self.centered:
             m = state["grad_avg"]
-            m *= self.alpha
-            m += (1.0 - self.alpha) * g
-            denom = xp.sqrt(v - m * m) + self.eps
+            # PyTorch's lerp, m + (1 - alpha)(g - m): m reaches a constant g exactly, where
+            # alpha m + (1 - alpha) g leaves m^2 a rounding above v (sqrt of a negative).
+            m += (1.0 - self.alpha) * (g - m)
+            # v >= m^2 holds exactly, but not always after rounding: clamp at 0, not NaN.
+            denom = xp.sqrt(xp.maximum(v - m * m, 0)) + self.eps
         else:
             denom = xp.sqrt(v) + self.eps
         if self.momentum > 0:
@@ -402,11 +553,11 @@ class Adam(Optimizer):
         max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas}")
-        self.betas = (float(b1), float(b2))
-        self.eps = float(eps)
+        self.betas = check_hyper(type(self).__name__, "betas", betas)
+        self.eps = check_hyper(type(self).__name__, "eps", eps)
+
+    def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
+        return {"exp_avg", "exp_avg_sq", "step"}
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)

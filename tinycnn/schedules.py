@@ -16,8 +16,42 @@ Every schedule has ``lr_at(t)``, its closed form at (fractional) epoch ``t``, an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Callable, Sequence
 from typing import Any
+
+
+def _positive(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            0.0 < value < math.inf):
+        raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _at_least_zero(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            0.0 <= value < math.inf):
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _count(owner: str, name: str, value: Any, least: int = 0) -> int:
+    """A whole number >= ``least`` (an int, or a float such as 3.0 read back from JSON)."""
+    whole = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and float(value).is_integer())
+    if isinstance(value, bool) or not whole or value < least:
+        raise ValueError(f"{owner}: {name} must be a whole number >= {least}, got {value!r}")
+    return int(value)
+
+
+def _state_fields(owner: str, state: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The named entries of a saved state, or ValueError naming what is missing."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{owner}: expected a dict of {fields}, got {type(state).__name__}")
+    missing = [f for f in fields if f not in state]
+    if missing:
+        raise ValueError(f"{owner}: the state lacks {missing} (saved by another schedule?)")
+    return {f: state[f] for f in fields}
 
 
 class Schedule:
@@ -26,8 +60,8 @@ class Schedule:
     def __init__(self, optimizer: Any, steps_per_epoch: int | None = None) -> None:
         if not hasattr(optimizer, "lr"):
             raise TypeError(f"{type(self).__name__} needs an optimizer with an 'lr' attribute")
-        if steps_per_epoch is not None and steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        if steps_per_epoch is not None:
+            steps_per_epoch = _count(type(self).__name__, "steps_per_epoch", steps_per_epoch, 1)
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
         self.steps_per_epoch = steps_per_epoch
@@ -64,10 +98,21 @@ class Schedule:
         return {"last_epoch": self.last_epoch, "batch": self.batch, "base_lr": self.base_lr}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_epoch = int(state["last_epoch"])
-        self.batch = int(state["batch"])
-        self.base_lr = float(state["base_lr"])
-        self._apply()
+        """Restore :meth:`state_dict`'s numbers; checked first, so a bad state changes nothing."""
+        self._prepare_load(state)()
+
+    def _prepare_load(self, state: dict[str, Any]) -> Callable[[], None]:
+        owner = f"{type(self).__name__}.load_state_dict"
+        raw = _state_fields(owner, state, ("last_epoch", "batch", "base_lr"))
+        last_epoch = _count(owner, "last_epoch", raw["last_epoch"])
+        batch = _count(owner, "batch", raw["batch"])
+        base_lr = _at_least_zero(owner, "base_lr", raw["base_lr"])
+
+        def install() -> None:
+            self.last_epoch, self.batch, self.base_lr = last_epoch, batch, base_lr
+            self._apply()
+
+        return install
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_lr={self.base_lr}, epoch={self.last_epoch})"
@@ -78,9 +123,8 @@ class StepLR(Schedule):
 
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1,
                  steps_per_epoch: int | None = None) -> None:
-        if step_size < 1:
-            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size = _count("StepLR", "step_size", step_size, 1)
+        self.gamma = _positive("StepLR", "gamma", gamma)
         super().__init__(optimizer, steps_per_epoch)
 
     def lr_at(self, t: float) -> float:
@@ -92,7 +136,8 @@ class MultiStepLR(Schedule):
 
     def __init__(self, optimizer: Any, milestones: Sequence[int], gamma: float = 0.1,
                  steps_per_epoch: int | None = None) -> None:
-        self.milestones, self.gamma = sorted(int(m) for m in milestones), gamma
+        self.milestones = sorted(_count("MultiStepLR", "milestones[]", m) for m in milestones)
+        self.gamma = _positive("MultiStepLR", "gamma", gamma)
         super().__init__(optimizer, steps_per_epoch)
 
     def lr_at(self, t: float) -> float:
@@ -103,7 +148,7 @@ class ExponentialLR(Schedule):
     """``lr = base_lr * gamma ** t``."""
 
     def __init__(self, optimizer: Any, gamma: float, steps_per_epoch: int | None = None) -> None:
-        self.gamma = gamma
+        self.gamma = _positive("ExponentialLR", "gamma", gamma)
         super().__init__(optimizer, steps_per_epoch)
 
     def lr_at(self, t: float) -> float:
@@ -118,9 +163,8 @@ class CosineAnnealingLR(Schedule):
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0,  # noqa: N803
                  steps_per_epoch: int | None = None) -> None:
-        if T_max < 1:
-            raise ValueError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
-        self.T_max, self.eta_min = T_max, eta_min
+        self.T_max = _count("CosineAnnealingLR", "T_max", T_max, 1)
+        self.eta_min = _at_least_zero("CosineAnnealingLR", "eta_min", eta_min)
         super().__init__(optimizer, steps_per_epoch)
 
     def lr_at(self, t: float) -> float:
@@ -139,9 +183,9 @@ class LinearWarmup(Schedule):
 
     def __init__(self, optimizer: Any, warmup_epochs: int, after: Schedule | None = None,
                  start_factor: float = 0.1, steps_per_epoch: int | None = None) -> None:
-        if warmup_epochs < 0:
-            raise ValueError(f"LinearWarmup: warmup_epochs must be >= 0, got {warmup_epochs}")
-        if not 0.0 < start_factor <= 1.0:
+        warmup_epochs = _count("LinearWarmup", "warmup_epochs", warmup_epochs)
+        if isinstance(start_factor, bool) or not isinstance(start_factor, numbers.Real) \
+                or not 0.0 < start_factor <= 1.0:
             raise ValueError(f"LinearWarmup: start_factor must be in (0, 1], got {start_factor}")
         if isinstance(after, ReduceLROnPlateau):
             raise TypeError("LinearWarmup cannot wrap ReduceLROnPlateau (it has no closed form)")
@@ -179,10 +223,15 @@ class ReduceLROnPlateau:
             )
         if not 0.0 < factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
+        name = "ReduceLROnPlateau"
         self.optimizer = optimizer
-        self.mode, self.factor, self.patience = mode, factor, patience
-        self.threshold, self.threshold_mode = threshold, threshold_mode
-        self.cooldown, self.min_lr, self.eps = cooldown, min_lr, eps
+        self.mode, self.factor = mode, factor
+        self.patience = _count(name, "patience", patience)
+        self.threshold = _at_least_zero(name, "threshold", threshold)
+        self.threshold_mode = threshold_mode
+        self.cooldown = _count(name, "cooldown", cooldown)
+        self.min_lr = _at_least_zero(name, "min_lr", min_lr)
+        self.eps = _at_least_zero(name, "eps", eps)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
@@ -225,8 +274,25 @@ class ReduceLROnPlateau:
                 "lr": float(self.optimizer.lr)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = float(state["best"])
-        self.num_bad_epochs = int(state["num_bad_epochs"])
-        self.cooldown_counter = int(state["cooldown_counter"])
-        self.last_epoch = int(state["last_epoch"])
-        self.optimizer.lr = float(state["lr"])
+        """Restore :meth:`state_dict`'s numbers; checked first, so a bad state changes nothing."""
+        self._prepare_load(state)()
+
+    def _prepare_load(self, state: dict[str, Any]) -> Callable[[], None]:
+        owner = "ReduceLROnPlateau.load_state_dict"
+        raw = _state_fields(owner, state, ("best", "num_bad_epochs", "cooldown_counter",
+                                           "last_epoch", "lr"))
+        best = raw["best"]
+        if isinstance(best, bool) or not isinstance(best, numbers.Real) or math.isnan(best):
+            raise ValueError(f"{owner}: best must be a number or +-inf, got {best!r}")
+        counts = {k: _count(owner, k, raw[k])
+                  for k in ("num_bad_epochs", "cooldown_counter", "last_epoch")}
+        lr = _at_least_zero(owner, "lr", raw["lr"])
+
+        def install() -> None:
+            self.best = float(best)
+            self.num_bad_epochs = counts["num_bad_epochs"]
+            self.cooldown_counter = counts["cooldown_counter"]
+            self.last_epoch = counts["last_epoch"]
+            self.optimizer.lr = lr
+
+        return install

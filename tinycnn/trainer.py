@@ -17,11 +17,18 @@ augmentation), so a resumed run repeats an uninterrupted one exactly on the CPU.
 
 Ctrl-C during :meth:`Trainer.fit` is taken at the next batch boundary: the trainer saves a
 checkpoint (including the position inside the epoch) and returns the history with
-``interrupted=True``. A second Ctrl-C stops at once.
+``interrupted=True``. A second Ctrl-C stops at once, except inside a training step, which
+it lets finish first: a checkpoint only ever holds the state after a complete step.
+
+A NaN or inf loss, or a parameter that is not finite after a step, stops training with a
+:class:`~tinycnn.anomaly.NonFiniteError` naming the epoch and batch; non-finite weights are
+never saved. ``Trainer(detect_anomaly=True)`` also names the layer where the first NaN or
+inf appeared (slow: every layer's output and gradient are scanned).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -37,9 +44,11 @@ from typing import Any
 import numpy as np
 
 from tinycnn import backend
+from tinycnn.anomaly import NonFiniteError, detect_anomaly
 from tinycnn.fast import accelerate as accelerate_model
+from tinycnn.files import remove_leftovers
 from tinycnn.metrics import _pair, evaluate
-from tinycnn.module import Module, save_arrays
+from tinycnn.module import Module, StateDictError, save_arrays
 from tinycnn.schedules import ReduceLROnPlateau
 
 CHECKPOINT_FORMAT = "tinycnn-checkpoint-1"
@@ -84,16 +93,41 @@ class History:
 
 
 class _DeferredInterrupt:
-    """Turn the first SIGINT into a flag read at batch boundaries (main thread only)."""
+    """Turn the first SIGINT into a flag read at batch boundaries (main thread only).
+
+    A second SIGINT stops at once, unless it comes inside a :meth:`step` (a training step
+    and its bookkeeping): then the step finishes and ``KeyboardInterrupt`` is raised right
+    after it, so the state saved is that of a complete step. ``torn`` is True when an
+    exception left a step half done (a ``KeyboardInterrupt`` raised by other code).
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.stop_after_step = False
+        self.depth = 0
+        self.torn = False
         self.previous: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:  # second Ctrl-C: stop now
+        if not self.requested:
+            self.requested = True
+        elif self.depth:
+            self.stop_after_step = True
+        else:  # second Ctrl-C between steps: stop now
             raise KeyboardInterrupt
-        self.requested = True
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """A block that changes training state: it completes, or ``torn`` says it did not."""
+        self.depth += 1
+        self.torn = True
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        self.torn = False  # reached only when the block completed
+        if self.stop_after_step and not self.depth:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
@@ -144,18 +178,40 @@ def _get_states(gens: list[Any]) -> list[Any]:
     return [g.bit_generator.state for g in gens]
 
 
-def _set_states(gens: list[Any], states: list[Any], what: str) -> None:
-    if len(gens) != len(states):
+def _check_states(gens: list[Any], states: Any, what: str) -> None:
+    """Raise ValueError unless ``states`` can be set on ``gens`` (tried on scratch copies)."""
+    if not isinstance(states, list) or len(gens) != len(states):
+        count = len(states) if isinstance(states, list) else type(states).__name__
         raise ValueError(
-            f"checkpoint holds {len(states)} random generator state(s) for the {what}, "
+            f"checkpoint holds {count} random generator state(s) for the {what}, "
             f"but the {what} has {len(gens)}: it was built differently"
         )
+    for i, (g, state) in enumerate(zip(gens, states, strict=True)):
+        try:
+            type(g.bit_generator)().state = state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"checkpoint's random generator state {i} for the {what} does not fit "
+                f"its {type(g.bit_generator).__name__}: {exc}"
+            ) from None
+
+
+def _set_states(gens: list[Any], states: list[Any], what: str) -> None:
+    _check_states(gens, states, what)
     for g, s in zip(gens, states, strict=True):
         g.bit_generator.state = s
 
 
 def _to_float(v: Any) -> float:
     return float(v) if v is not None else math.nan
+
+
+def _nonfinite_entry(state: dict[str, Any]) -> str | None:
+    """The first float entry of a state dict holding NaN or inf (host arrays), or None."""
+    for key, value in state.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return key
+    return None
 
 
 class Trainer:
@@ -174,6 +230,11 @@ class Trainer:
     ``accelerate``: run the model with the acceleration engine's fast layers
     (:func:`tinycnn.accelerate`, applied to the model in place; during ``fit`` its first
     layer also skips the gradient of the images); ``False`` trains the reference layers.
+    ``check_finite``: stop with :class:`~tinycnn.anomaly.NonFiniteError`, naming epoch and
+    batch, at the first NaN/inf loss or parameter (one sum per parameter per step).
+    ``detect_anomaly``: also check every layer's output and gradient and name the first
+    layer that produced a NaN or inf (:func:`tinycnn.anomaly.detect_anomaly`; slow).
+    ``last_checkpoint``: the path of the last complete checkpoint written or loaded.
     """
 
     def __init__(
@@ -193,6 +254,8 @@ class Trainer:
         verbose: bool = True,
         aux_weight: float = 0.3,
         accelerate: bool = True,
+        check_finite: bool = True,
+        detect_anomaly: bool = False,
     ) -> None:
         if monitor is not None and monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
@@ -223,6 +286,9 @@ class Trainer:
         self._bad_epochs = 0
         self._best_state: dict[str, Any] | None = None
         self._interrupt = _DeferredInterrupt()
+        self.check_finite = bool(check_finite)
+        self.detect_anomaly = bool(detect_anomaly)
+        self.last_checkpoint: Path | None = None
 
     # one epoch --------------------------------------------------------------------------
     def _say(self, msg: str) -> None:
@@ -266,13 +332,42 @@ class Trainer:
         y = backend.to_device(y, self.device)
         out = self.model(x)
         logits, value, grad = self._loss_and_grad(out, y)
+        if self.check_finite and not math.isfinite(value):  # before it reaches the weights
+            raise NonFiniteError(f"the loss is {value}")
         self.optimizer.zero_grad()
         self.model.backward(grad)
         self.optimizer.step()
+        if self.check_finite:
+            bad = self._nonfinite_parameter()
+            if bad is not None:
+                raise NonFiniteError(
+                    f"parameter '{bad}' holds NaN or inf after the optimizer step (the loss "
+                    f"was {value:.4g}); check the data for NaN/inf, or lower the learning rate"
+                )
         if self.scheduler is not None and hasattr(self.scheduler, "step_batch"):
             self.scheduler.step_batch()
         p, t = _pair(logits, y)
         return value, int((p == t).sum()), int(p.size)
+
+    def _nonfinite_parameter(self) -> str | None:
+        """The name of a trainable parameter holding NaN or inf, or None.
+
+        One sum per parameter and a single device-to-host check: NaN and inf survive a
+        sum. Only when that check fails (or a huge finite sum overflowed) is each
+        parameter scanned, to tell which it is.
+        """
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if not named:
+            return None
+        xp = backend.get_array_module(named[0][1].data)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = xp.stack([p.data.sum() for _, p in named])
+            if bool(xp.isfinite(sums).all()):
+                return None
+        for name, p in named:
+            if not bool(xp.isfinite(p.data).all()):
+                return name
+        return None
 
     def _run_epoch(self, loader: Iterable[Any], epochs: int, partial: dict[str, Any]) -> None:
         """Train one epoch, updating ``partial`` (running sums, batches done) as it goes."""
@@ -295,12 +390,18 @@ class Trainer:
                     started = time.perf_counter() - partial["time"]
                 if self._interrupt.requested:  # Ctrl-C: stop before this batch
                     raise KeyboardInterrupt
-                value, correct, n = self.train_step(x, y)
-                partial["batches"] += 1
-                partial["loss_sum"] += value * n
-                partial["correct"] += correct
-                partial["seen"] += n
-                partial["time"] = time.perf_counter() - started
+                with self._interrupt.step():
+                    try:
+                        value, correct, n = self.train_step(x, y)
+                    except FloatingPointError as exc:  # the loss's own check, or ours
+                        raise NonFiniteError(
+                            f"training stopped in epoch {self.epoch + 1}, batch {i + 1}: {exc}"
+                        ) from exc
+                    partial["batches"] += 1
+                    partial["loss_sum"] += value * n
+                    partial["correct"] += correct
+                    partial["seen"] += n
+                    partial["time"] = time.perf_counter() - started
                 bar.set_postfix(loss=f"{partial['loss_sum'] / partial['seen']:.4f}",
                                 acc=f"{partial['correct'] / partial['seen']:.4f}",
                                 img_s=f"{partial['seen'] / max(partial['time'], 1e-9):.0f}",
@@ -348,13 +449,17 @@ class Trainer:
         if self.accelerate:  # nothing needs the gradient of the images
             accelerate_model(self.model, input_grad=False)
         self.history.interrupted = False
+        anomaly = detect_anomaly(self.model) if self.detect_anomaly else contextlib.nullcontext()
         try:
-            with _DeferredInterrupt() as self._interrupt:
+            with _DeferredInterrupt() as self._interrupt, anomaly:
                 while self.epoch < epochs and not self.history.stopped_early:
+                    # _one_epoch resets partial in place for the next epoch
                     self._one_epoch(train_loader, val_loader, epochs, partial)
-                    partial = self._fresh_partial(train_loader)
         except KeyboardInterrupt:
             self.history.interrupted = True
+            if self._interrupt.torn:
+                self._say(self._torn_message())
+                return self.history
             path = self.checkpoint or Path("interrupted-checkpoint.npz")
             self.save_checkpoint(path, partial)
             self._say(
@@ -369,6 +474,16 @@ class Trainer:
         if self.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         return self.history
+
+    def _torn_message(self) -> str:
+        """What to say when an interrupt left a training step half done."""
+        text = (f"Interrupted inside a training step of epoch {self.epoch + 1}: the model in "
+                "memory is partly updated, so it was not saved.")
+        if self.last_checkpoint is not None and self.last_checkpoint.is_file():
+            return (f"{text} The last complete checkpoint, {self.last_checkpoint}, is intact: "
+                    f"resume from it with fit(..., resume='{self.last_checkpoint}') "
+                    "(or the CLI's --resume).")
+        return f"{text} No checkpoint was written; a new run starts over."
 
     def _fresh_partial(self, loader: Iterable[Any]) -> dict[str, Any]:
         """Running sums of an epoch, and the loader's generator states at its start."""
@@ -399,24 +514,37 @@ class Trainer:
         }
         t0 = time.perf_counter()
         if val_loader is not None:
-            res = evaluate(self.model, self._on_device(val_loader), self.loss)
+            try:
+                res = evaluate(self.model, self._on_device(val_loader), self.loss)
+            except FloatingPointError as exc:
+                raise NonFiniteError(
+                    f"validation after epoch {self.epoch + 1} stopped: {exc}") from exc
             row["val_loss"], row["val_accuracy"] = res["loss"], res["accuracy"]
         row["time"] = train_time + time.perf_counter() - t0
-        self.history.append(**row)
-        self.epoch += 1
-
         value = float(row[self.monitor])
-        if self._improved(value):
-            self._best, self._bad_epochs = value, 0
-            self.history.best_epoch = self.epoch
-            if self.restore_best:
-                self._best_state = self.model.state_dict()
-        else:
-            self._bad_epochs += 1
-        if isinstance(self.scheduler, ReduceLROnPlateau):
-            self.scheduler.step(value)
-        elif self.scheduler is not None:
-            self.scheduler.step()
+        best_state = None
+        if self._improved(value) and self.restore_best:
+            best_state = self.model.state_dict()
+            bad = _nonfinite_entry(best_state)
+            if bad is not None:  # never kept as the best model
+                raise NonFiniteError(f"after epoch {self.epoch + 1}, '{bad}' holds NaN or inf")
+
+        with self._interrupt.step():  # the epoch's records change together, or not at all
+            self.history.append(**row)
+            self.epoch += 1
+            if self._improved(value):
+                self._best, self._bad_epochs = value, 0
+                self.history.best_epoch = self.epoch
+                if best_state is not None:
+                    self._best_state = best_state
+            else:
+                self._bad_epochs += 1
+            if isinstance(self.scheduler, ReduceLROnPlateau):
+                self.scheduler.step(value)
+            elif self.scheduler is not None:
+                self.scheduler.step()
+            partial.clear()
+            partial.update(self._fresh_partial(train_loader))
 
         msg = (f"epoch {self.epoch}/{epochs}  loss {row['train_loss']:.4f}  "
                f"acc {row['train_accuracy']:.4f}")
@@ -429,7 +557,7 @@ class Trainer:
                     f"epochs (best {self._best:.4f} at epoch {self.history.best_epoch})")
         self._say(msg)
         if self.checkpoint is not None:
-            self.save_checkpoint(self.checkpoint, self._fresh_partial(train_loader))
+            self.save_checkpoint(self.checkpoint, partial)
 
     # checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, path: str | os.PathLike, partial: dict[str, Any] | None = None,
@@ -440,7 +568,12 @@ class Trainer:
         """
         if partial is None:
             partial = self._fresh_partial(loader if loader is not None else [])
-        arrays: dict[str, Any] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        model_state = self.model.state_dict()
+        bad = _nonfinite_entry(model_state)
+        if bad is not None:
+            raise NonFiniteError(
+                f"not writing checkpoint {path}: the model's '{bad}' holds NaN or inf")
+        arrays: dict[str, Any] = {f"model.{k}": v for k, v in model_state.items()}
         for k, v in self.optimizer.state_dict().items():
             arrays[f"optim.{k}"] = np.asarray(v)
         if self._best_state is not None:
@@ -452,44 +585,107 @@ class Trainer:
             "partial": partial,
             "history": self.history.to_dict(),
             "scheduler": sched,
+            "scheduler_type": type(self.scheduler).__name__ if sched is not None else None,
             "early_stopping": {"best": self._best, "bad_epochs": self._bad_epochs,
                                "monitor": self.monitor},
             "model_rng": _get_states(_model_generators(self.model)),
         }
         arrays["meta"] = np.array(json.dumps(meta))
         save_arrays(path, arrays)
+        self.last_checkpoint = Path(path)
 
     def load_checkpoint(self, path: str | os.PathLike,
                         loader: Iterable[Any] | None = None) -> dict[str, Any]:
         """Restore everything :meth:`save_checkpoint` wrote; returns the epoch's partial state.
 
         With ``loader`` given, its random generators are set to where the (next or
-        interrupted) epoch started.
+        interrupted) epoch started. Every part (model, optimizer, schedule, history, random
+        states) is checked against this trainer before any is changed: a checkpoint that
+        does not fit raises ``ValueError`` (or the model's ``StateDictError``) and leaves
+        the trainer exactly as it was.
         """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint at {path}")
+        remove_leftovers(path)  # the temp file of a save that was killed
         with np.load(path, allow_pickle=False) as f:
             files = {k: f[k] for k in f.files}
         if "meta" not in files:
             raise ValueError(f"{path} is not a tinycnn checkpoint (no 'meta' entry)")
         meta = json.loads(str(files.pop("meta")))
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
-        self.model.load_state_dict({k[6:]: v for k, v in files.items() if k.startswith("model.")})
-        self.optimizer.load_state_dict(
-            {k[6:]: v for k, v in files.items() if k.startswith("optim.")})
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"{path}: unknown checkpoint format {found!r}")
+        try:
+            install = self._prepare_checkpoint(files, meta, loader)
+        except StateDictError:  # the model's own message says what does not fit
+            raise
+        except (KeyError, TypeError) as exc:  # a field missing or of the wrong kind
+            raise ValueError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc})"
+                             ) from None
+        install()
+        self.last_checkpoint = path
+        return meta["partial"]
+
+    def _prepare_checkpoint(self, files: dict[str, Any], meta: dict[str, Any],
+                            loader: Iterable[Any] | None) -> Any:
+        """Check every part of a checkpoint; return the function that installs them all."""
+        install_model = self.model._prepare_load(
+            {k[6:]: v for k, v in files.items() if k.startswith("model.")})
+        optim_state = {k[6:]: v for k, v in files.items() if k.startswith("optim.")}
+        if hasattr(self.optimizer, "_prepare_load"):
+            install_optim = self.optimizer._prepare_load(optim_state)
+        else:  # an optimizer of the user's own: it checks (or not) when loading
+            def install_optim() -> None:
+                self.optimizer.load_state_dict(optim_state)
         best = {k[5:]: v for k, v in files.items() if k.startswith("best.")}
-        self._best_state = best or None
+        if best:
+            self.model._prepare_load(best)  # checked only: kept as the arrays it holds
+        install_sched = None
+        saved_type = meta.get("scheduler_type")
         if self.scheduler is not None and meta["scheduler"] is not None:
-            self.scheduler.load_state_dict(meta["scheduler"])
-        self.history = History.from_dict(meta["history"])
-        self.epoch = int(meta["epoch"])
-        early = meta["early_stopping"]
-        self._best, self._bad_epochs = early["best"], int(early["bad_epochs"])
-        self.monitor = early["monitor"] or self.monitor
-        _set_states(_model_generators(self.model), meta["model_rng"], "model")
+            ours = type(self.scheduler).__name__
+            if saved_type is not None and saved_type != ours:
+                raise ValueError(f"the checkpoint's schedule is {saved_type}, this trainer's "
+                                 f"is {ours}")
+            if hasattr(self.scheduler, "_prepare_load"):
+                install_sched = self.scheduler._prepare_load(meta["scheduler"])
+            else:  # a schedule of the user's own: it checks (or not) when loading
+                def install_sched() -> None:
+                    self.scheduler.load_state_dict(meta["scheduler"])
+        history = History.from_dict(meta["history"])
+        epoch, early = meta["epoch"], meta["early_stopping"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"the checkpoint's epoch must be a whole number >= 0, got {epoch!r}")
+        best_value, bad_epochs = early["best"], early["bad_epochs"]
+        if best_value is not None and not isinstance(best_value, (int, float)):
+            raise ValueError(f"the checkpoint's best value must be a number, got {best_value!r}")
+        if isinstance(bad_epochs, bool) or not isinstance(bad_epochs, int) or bad_epochs < 0:
+            raise ValueError(f"the checkpoint's bad_epochs must be a whole number >= 0, "
+                             f"got {bad_epochs!r}")
+        monitor = early["monitor"] or self.monitor
+        if monitor is not None and monitor not in MONITORS:
+            raise ValueError(f"the checkpoint's monitor must be one of {MONITORS}, "
+                             f"got {monitor!r}")
+        model_gens = _model_generators(self.model)
+        _check_states(model_gens, meta["model_rng"], "model")
         partial = meta["partial"]
+        loader_gens = _generators(loader) if loader is not None else []
         if loader is not None:
-            _set_states(_generators(loader), partial["loader_rng"], "training loader")
-        return partial
+            _check_states(loader_gens, partial["loader_rng"], "training loader")
+
+        def install() -> None:
+            install_model()
+            install_optim()
+            self._best_state = best or None
+            if install_sched is not None:
+                install_sched()
+            self.history = history
+            self.epoch = epoch
+            self._best, self._bad_epochs = best_value, bad_epochs
+            self.monitor = monitor
+            _set_states(model_gens, meta["model_rng"], "model")
+            if loader is not None:
+                _set_states(loader_gens, partial["loader_rng"], "training loader")
+
+        return install
