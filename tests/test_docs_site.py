@@ -208,6 +208,22 @@ def test_notebook_pages_show_their_figures(site: Path) -> None:
 
 
 @needs_mkdocs
+def test_api_pages_link_their_references(site: Path) -> None:
+    pages = sorted((site / "api").rglob("index.html"))
+    text = {p.parent.name: p.read_text(encoding="utf-8") for p in pages}
+    left = [name for name, page in text.items() if ROLE_LEFT.search(page)]
+    assert not left, f"API pages with a raw :class:/:func: role: {left}"
+    links = sum(len(LINKED_NAME.findall(page)) for page in text.values())
+    assert links > 0, "no docstring reference became a link"
+    assert all("Source code in" in page for name, page in text.items() if name != "api"), \
+        "an API page shows no source"
+
+
+ROLE_LEFT = re.compile(r":(?:class|func|meth|mod|attr|exc|math):<code>")
+LINKED_NAME = re.compile(r'<a class="autorefs autorefs-internal"[^>]*><code>\w+</code></a>')
+
+
+@needs_mkdocs
 def test_the_home_page_has_a_picture(site: Path) -> None:
     images = _parse(site / "index.html").images
     assert any(src.endswith(".png") for src in images), f"home page images: {images}"
