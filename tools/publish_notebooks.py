@@ -11,6 +11,7 @@ Usage, from the repository root (full runs need the real MNIST and CIFAR-10 file
     TINYCNN_DATA=/path/to/data python tools/publish_notebooks.py          # all notebooks
     TINYCNN_DATA=/path/to/data python tools/publish_notebooks.py 06 09    # just these
     python tools/publish_notebooks.py --check                             # what is stale
+    python tools/publish_notebooks.py --renote                            # reword the notes
 
 Notebooks listed in ``QUICK_ONLY`` are published from a quick run (``TINYCNN_QUICK=1``)
 because their full run is too long for this command; their page says so.
@@ -76,28 +77,38 @@ def _minutes(seconds: float) -> str:
 
 
 def _note(name: str, quick: bool, seconds: float) -> str:
-    run = (f"`TINYCNN_DATA=/path/to/data jupyter lab notebooks/{name}.ipynb` "
-           "(after `pip install jupyterlab`), with `TINYCNN_DATA` naming the folder that "
-           "holds MNIST and CIFAR-10")
     lines = [
         f"> **Run it yourself:** [download {name}.ipynb]({name}.ipynb) (with the outputs "
-        f"shown here) or open it from the repository's `notebooks/` folder: {run}.",
+        f"below), or take `notebooks/{name}.ipynb` from the repository, and run "
+        f"`TINYCNN_DATA=/path/to/data jupyter lab {name}.ipynb` (`pip install jupyterlab` "
+        "first; `TINYCNN_DATA` is the folder that holds MNIST and CIFAR-10).",
         ">",
     ]
     if quick:
         why = QUICK_ONLY.get(name, "it was published in quick mode")
         lines.append(
-            "> **Quick mode:** the outputs on this page come from a quick run "
-            "(`TINYCNN_QUICK=1`: a small subset and few epochs), because " + why + ". "
-            "Its accuracies and curves say nothing about what the full recipe reaches; run "
-            "the notebook yourself for those."
+            "> **Quick mode:** the outputs below come from a quick run (`TINYCNN_QUICK=1`: a "
+            f"small subset and few epochs), because {why}. Its accuracies and curves say "
+            "nothing about what the full recipe reaches; run the notebook for those."
         )
     else:
         lines.append(
-            f"> The outputs on this page come from a full run ({_minutes(seconds)} on a "
-            f"2-core CPU), made with `{COMMAND} {name[:2]}`."
+            f"> The outputs below come from a full run ({_minutes(seconds)} on a 2-core CPU), "
+            f"made with `TINYCNN_DATA=/path/to/data {COMMAND} {name[:2]}`."
         )
     return "\n".join(lines)
+
+
+def renote() -> None:
+    """Rewrite the note at the top of every published copy (no run; for wording changes)."""
+    import nbformat
+
+    for path in sorted(PUBLISHED.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        meta = nb.metadata["tinycnn_published"]
+        note = next(c for c in nb.cells if c.get("id") == NOTE_ID)
+        note.source = _note(path.stem, meta["mode"] == "quick", meta["seconds"])
+        _atomic_write(path, (nbformat.writes(nb) + "\n").encode("utf-8"))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -195,7 +206,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds one notebook cell may run (default 3600)")
     parser.add_argument("--check", action="store_true",
                         help="list the notebooks whose published copy is stale; run nothing")
+    parser.add_argument("--renote", action="store_true",
+                        help="only rewrite the note at the top of each published page")
     args = parser.parse_args(argv)
+    if args.renote:
+        renote()
+        return 0
     if args.check:
         names = stale()
         for name in names:
