@@ -2,8 +2,9 @@
 // Markdown pages reach it through pymdownx.arithmatex; notebook pages keep their $...$.
 // Code (code, pre) is never typeset; \$ writes a literal dollar sign.
 // MathJax itself is served with the site, so math works offline: javascripts/mathjax/
-// holds MathJax 3.2.2's es5/tex-mml-chtml.js and its CHTML fonts, as in the npm package
-// (`npm pack mathjax@3`; Apache-2.0, see the LICENSE file there).
+// holds MathJax 3.2.2's es5/tex-mml-svg.js as in the npm package (`npm pack mathjax@3`;
+// Apache-2.0, see the LICENSE file there). SVG output, not CHTML: the notebook pages'
+// JupyterLab styles misplace the rows of CHTML matrices, and SVG needs no font files.
 window.MathJax = {
   tex: {
     inlineMath: [["$", "$"], ["\\(", "\\)"]],
