@@ -13,9 +13,10 @@ _LAYOUT = "(N, ...)"
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``, any shape; NaN stays NaN (as in PyTorch).
+    r"""``y = max(x, 0)``, any shape; NaN stays NaN (as in PyTorch).
 
-    Backward: dL/dx = g * [x > 0] = g * [y > 0]  (the derivative at 0 is taken as 0).
+    Backward: :math:`\partial L/\partial x = g \,[x > 0] = g \,[y > 0]` (the derivative
+    at 0 is taken as 0).
     The output ``y`` is kept for backward instead of a boolean mask.
     """
 

@@ -69,18 +69,23 @@ def col2im(cols: Any, x_shape: tuple[int, ...], kernel_size: tuple[int, int],
 
 
 class Conv2D(Module):
-    """2-D cross-correlation (PyTorch's ``Conv2d``), input ``(N, C, H, W)``.
+    r"""2-D cross-correlation (PyTorch's ``Conv2d``), input ``(N, C, H, W)``.
 
     Shapes: weight ``(O, C/groups, kH, kW)``, bias ``(O,)``, output ``(N, O, OH, OW)`` with
     ``OH = (H + pad_top + pad_bottom - dH*(kH - 1) - 1) // sH + 1`` (same for ``OW``).
 
     Forward: ``im2col`` unfolds x into ``X_col (N*OH*OW, C*kH*kW)``, one row per output
-    position; then, for each group ``g`` (its block of columns and of output channels),
-    ``Y_g = X_col_g W_g^T``, with ``W_g`` group g's filters as rows; ``Y = [Y_1 ... Y_G] + b``.
+    position; then, for each group :math:`g` (its block of columns and of output channels),
+    :math:`Y_g = X_{\mathrm{col},g} W_g^\top`, with :math:`W_g` group g's filters as rows,
+    and :math:`Y = [Y_1 \cdots Y_G] + b`.
 
-    Backward, with ``G = dL/dY`` as ``(N*OH*OW, O)`` and ``G_g`` group g's columns of it:
-    ``dL/dW_g = G_g^T X_col_g``,  ``dL/db = sum of G over rows``,
-    ``dL/dX_col_g = G_g W_g``,  ``dL/dx = col2im(dL/dX_col)`` (overlapping windows add up).
+    Backward, with :math:`G = \partial L/\partial Y` as ``(N*OH*OW, O)`` and :math:`G_g`
+    group g's columns of it:
+    :math:`\partial L/\partial W_g = G_g^\top X_{\mathrm{col},g}`,
+    :math:`\partial L/\partial b = \sum_{\mathrm{rows}} G`,
+    :math:`\partial L/\partial X_{\mathrm{col},g} = G_g W_g`, and
+    :math:`\partial L/\partial x = \mathrm{col2im}(\partial L/\partial X_\mathrm{col})`
+    (overlapping windows add up).
 
     ``padding`` is an int, a pair, ``'valid'`` (no padding) or ``'same'`` (output size =
     input size; stride must be 1; for an even effective kernel the extra row/column goes at

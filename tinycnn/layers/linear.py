@@ -12,14 +12,16 @@ from tinycnn.module import LayerInputError, Module, Parameter, check_input
 
 
 class Affine(Module):
-    """``y = x W^T + b``, the fully connected layer (PyTorch's ``Linear``).
+    r"""``y = x W^T + b``, the fully connected layer (PyTorch's ``Linear``).
 
     Shapes: x ``(*, in_features)``, weight ``(out_features, in_features)``, bias
     ``(out_features,)``, y ``(*, out_features)``. As in PyTorch, the layer acts on the last
     axis; leading axes (usually just N) are flattened into rows for one matrix product.
     An image batch ``(N, C, H, W)`` needs a ``Flatten()`` first.
 
-    Backward, with g = dL/dy:  dL/dx = g W,  dL/dW = g^T x,  dL/db = sum_n g.
+    Backward, with :math:`g = \partial L/\partial y`:
+    :math:`\partial L/\partial x = g W`, :math:`\partial L/\partial W = g^\top x`,
+    :math:`\partial L/\partial b = \sum_n g_n`.
     """
 
     def __init__(

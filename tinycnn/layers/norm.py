@@ -17,7 +17,7 @@ from tinycnn.module import LayerInputError, Module, Parameter, check_input
 
 
 class _BatchNorm(Module):
-    """Per-channel batch normalization; subclasses only say which input ranks they take.
+    r"""Per-channel batch normalization; subclasses only say which input ranks they take.
 
     With ``m`` values per channel (``m = N`` or ``N*L`` or ``N*H*W``), in training mode::
 
@@ -31,10 +31,13 @@ class _BatchNorm(Module):
     running statistics (unless ``track_running_stats=False``: then batch statistics
     are used in both modes, as in PyTorch).
 
-    Backward, with g = dL/dy and sums over the m values of a channel:
-      dL/dgamma = sum(g * xhat),  dL/dbeta = sum(g)
-      batch statistics:   dL/dx = gamma / (m * sigma) * (m * g - sum(g) - xhat * sum(g * xhat))
-      running statistics: dL/dx = g * gamma / sqrt(running_var + eps)
+    Backward, with :math:`g = \partial L/\partial y` and sums over the m values of a channel:
+    :math:`\partial L/\partial \gamma = \sum g \hat x`, :math:`\partial L/\partial \beta = \sum g`;
+    with batch statistics
+    :math:`\partial L/\partial x =
+    \frac{\gamma}{m \sigma}\left(m g - \sum g - \hat x \sum g \hat x\right)`;
+    with running statistics
+    :math:`\partial L/\partial x = g \gamma / \sqrt{\mathrm{running\_var} + \epsilon}`.
     """
 
     _ndims: tuple[int, ...] = ()

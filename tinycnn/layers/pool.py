@@ -93,14 +93,14 @@ class _Pool2D(Module):
 
 
 class MaxPool2D(_Pool2D):
-    """Maximum over each ``kH x kW`` window, ``(N, C, H, W) -> (N, C, OH, OW)``.
+    r"""Maximum over each ``kH x kW`` window, ``(N, C, H, W) -> (N, C, OH, OW)``.
 
     Forward: ``y = max(window)``, padding is -inf (never the maximum); ``argmax`` keeps,
     per output, which entry ``i*kW + j`` of its window won. A NaN in a window wins (the
     output is NaN, as in PyTorch). Ties: the first maximum in row-major window order wins.
 
-    Backward: dL/dx receives each output's gradient at its window's winner, zero
-    elsewhere (summed where windows overlap).
+    Backward: :math:`\partial L/\partial x` receives each output's gradient at its window's
+    winner, zero elsewhere (summed where windows overlap).
     """
 
     def __init__(
@@ -131,11 +131,11 @@ class MaxPool2D(_Pool2D):
 
 
 class AvgPool2D(_Pool2D):
-    """Mean over each ``kH x kW`` window, ``(N, C, H, W) -> (N, C, OH, OW)``.
+    r"""Mean over each ``kH x kW`` window, ``(N, C, H, W) -> (N, C, OH, OW)``.
 
     Zero padding counts in the divisor (PyTorch's ``count_include_pad=True``):
-    ``y = sum(window) / (kH*kW)``. Backward: every input of a window receives
-    ``g / (kH*kW)``, summed over the windows that contain it.
+    :math:`y = \sum \mathrm{window} / (k_H k_W)`. Backward: every input of a window receives
+    :math:`g / (k_H k_W)`, summed over the windows that contain it.
     """
 
     def forward(self, x: Any) -> Any:
