@@ -129,7 +129,8 @@ def estimate_parameters(name: str, num_classes: int, in_channels: int | None,
 
 
 def check_model_size(name: str, num_classes: int, in_channels: int | None,
-                     image_size: int | None, what: str) -> None:
+                     image_size: int | None, what: str,
+                     error: type[CLIError] = UsageError) -> None:
     """Refuse, before allocating, a model whose float32 weights need too much memory.
 
     Only sizes beyond the builder's defaults (more classes, larger images) are checked:
@@ -149,7 +150,7 @@ def check_model_size(name: str, num_classes: int, in_channels: int | None,
     count = estimate_parameters(name, num_classes, in_channels, image_size)
     need = 4 * count
     if need > MEMORY_SHARE * memory:
-        raise UsageError(
+        raise error(
             f"{what}: {name} with {num_classes:,} classes would have about {count:,} "
             f"parameters ({need / 2**30:,.1f} GiB in float32), more than half of this "
             f"machine's {memory / 2**30:,.1f} GiB: choose fewer classes or a smaller input")
@@ -742,8 +743,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     _write_text(out / "checkpoint.json", json.dumps({"options": options}, indent=1))
     _compile_notice(args)
     try:
-        history = trainer.fit(train_loader, val_loader, epochs=args.epochs,
-                              resume=resume or False)
+        # A diverging run is reported once, below, not by NumPy's warnings on the way there.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            history = trainer.fit(train_loader, val_loader, epochs=args.epochs,
+                                  resume=resume or False)
     except FloatingPointError as exc:
         lr = options["lr"]
         raise RunError(f"training diverged ({str(exc).splitlines()[0]}): lower --lr (it was "
@@ -799,7 +802,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     args.dataset = dataset
     channels, size, classes, _, _ = DATASETS[dataset]
     num_classes = _config_field(config, "num_classes", meta_path) or classes
-    check_model_size(name, num_classes, channels, size, str(meta_path))
+    check_model_size(name, num_classes, channels, size, str(meta_path), RunError)
     _setup(args)
     model = build_model(name, num_classes, channels, size, 0)
     problem = _mismatch_summary(path, name, dataset, model.state_dict(), state)
