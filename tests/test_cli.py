@@ -14,6 +14,14 @@ from tinycnn import backend
 from tinycnn.cli import build_model, main, model_builders
 
 
+@pytest.fixture
+def no_data_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No --data-dir, no TINYCNN_DATA, an empty per-user cache: MNIST falls back."""
+    monkeypatch.delenv("TINYCNN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "tinycnn"
+
+
 @pytest.mark.parametrize("argv", [
     [],                                         # no command
     ["fly"],                                    # unknown command
@@ -44,7 +52,7 @@ def test_summary_prints_the_table(capsys) -> None:
     out = capsys.readouterr().out
     assert "269,722" in out and "input (3, 32, 32)" in out
     assert main(["summary", "--model", "lenet5", "--input-shape", "1,32,32"]) == 0
-    assert main(["summary", "--model", "lenet5", "--input-shape", "a,b"]) == 1
+    assert main(["summary", "--model", "lenet5", "--input-shape", "a,b"]) == 2
 
 
 def test_every_builder_is_reachable() -> None:
@@ -64,9 +72,10 @@ def test_gpu_request_without_gpu_is_a_clear_error(tmp_path: Path, capsys) -> Non
     assert "GPU" in capsys.readouterr().err
 
 
-def test_train_eval_and_resume_on_the_embedded_subset(tmp_path: Path, capsys) -> None:
+def test_train_eval_and_resume_on_the_embedded_subset(tmp_path: Path, capsys,
+                                                      no_data_location: Path) -> None:
     out = tmp_path / "run"
-    base = ["--data-dir", str(tmp_path / "no-data"), "--limit-test", "200", "--no-progress"]
+    base = ["--limit-test", "200", "--no-progress"]
     argv = ["train", "--model", "lenet5", "--epochs", "2", "--limit-train", "600",
             "--val-size", "100", "--batch-size", "50", "--schedule", "cosine", "--warmup", "1",
             "--augment", "--out", str(out), *base]
@@ -92,7 +101,7 @@ def test_train_eval_and_resume_on_the_embedded_subset(tmp_path: Path, capsys) ->
 
 
 def test_eval_needs_a_model_file(tmp_path: Path, capsys) -> None:
-    assert main(["eval", str(tmp_path / "missing.npz")]) == 1
+    assert main(["eval", str(tmp_path / "missing.npz")]) == 2
     assert "no model file" in capsys.readouterr().err
 
 

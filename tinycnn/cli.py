@@ -22,6 +22,7 @@ import inspect
 import json
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -723,8 +724,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer = _make_optimizer(args, model)
         scheduler = _make_schedule(args, optimizer, len(train_loader))
         loss = SoftmaxCrossEntropy(args.label_smoothing)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # the classes name their Python arguments: name the options
+        raise UsageError(re.sub(r"\b(label_smoothing|weight_decay|momentum|gamma|lr)\b",
+                                lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
     trainer = Trainer(model, loss, optimizer, scheduler,
                       device=args.device, checkpoint=out / "checkpoint.npz",
                       patience=args.patience, progress=False if args.no_progress else None)
