@@ -79,7 +79,8 @@ def test_trainer_refuses_an_epoch_without_batches() -> None:
 def test_negative_counts_are_argument_errors(argv: list[str], tmp_path: Path, capsys,
                                              no_data_location: Path) -> None:
     # Keep a regression short and out of the working folder: it would train.
-    quick = ["--out", str(tmp_path / "run"), "--limit-train", "60", "--limit-test", "20", "--epochs", "1", "--no-progress"]
+    quick = ["--out", str(tmp_path / "run"), "--limit-train", "60", "--limit-test", "20",
+             "--epochs", "1", "--no-progress"]
     with pytest.raises(SystemExit) as exc:
         main([*argv, *quick])
     assert exc.value.code == 2
