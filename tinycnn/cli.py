@@ -167,7 +167,11 @@ def build_model(name: str, num_classes: int | None, in_channels: int | None,
     accepted = inspect.signature(builder).parameters
     wanted = {"num_classes": num_classes, "in_channels": in_channels,
               "image_size": image_size, "seed": seed}
-    return builder(**{k: v for k, v in wanted.items() if k in accepted and v is not None})
+    try:
+        return builder(**{k: v for k, v in wanted.items() if k in accepted and v is not None})
+    except ValueError as exc:  # e.g. an input too small for the network's pooling
+        raise UsageError(f"{name}: {str(exc).splitlines()[0]}; 'tinycnn models' lists the "
+                         "models and what they are made for") from None
 
 
 def default_input_shape(name: str) -> tuple[int, int, int]:
@@ -708,8 +712,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--val-size {val_size} leaves no training images (have {len(y)})")
     options = run_options(args, batch, val_size)
     note = check_run_options(resume, options) if resume is not None else None
-    if note:
-        print(note, file=sys.stderr)
     val_loader = None
     if val_size > 0:
         train_part, val_part = train_val_split((x, y), val_size=val_size, seed=args.seed)
@@ -737,9 +739,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.load_checkpoint(resume, train_loader)
         except Exception as exc:  # whatever the file holds, the answer is the same
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RunError(f"--resume: cannot continue from {resume} with these options "
-                           f"(--model, --optimizer, --dataset must match that run): "
-                           f"{first[:300]}") from None
+            raise RunError(f"--resume: cannot continue from {resume}: {first[:300]}. A damaged "
+                           "file cannot be resumed; a sound one needs the --model, --optimizer "
+                           "and --dataset of its run") from None
+        if note:
+            print(note, file=sys.stderr)
     # Created only now, so that a usage or data error leaves no empty run folder behind.
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "checkpoint.json", json.dumps({"options": options}, indent=1))
