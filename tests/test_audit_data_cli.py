@@ -12,7 +12,7 @@ import pytest
 
 from tinycnn.cli import main
 from tinycnn.containers import Sequential
-from tinycnn.data import CIFAR10, DataLoader, DatasetFormatError, download
+from tinycnn.data import CIFAR10, DataLoader, DatasetFormatError, download_file
 from tinycnn.layers.linear import Affine
 from tinycnn.layers.shape import Flatten
 from tinycnn.losses import SoftmaxCrossEntropy
@@ -46,7 +46,7 @@ def test_download_retries_after_a_connection_cut_mid_body(tmp_path: Path) -> Non
         return answers.pop(0)
 
     dest = tmp_path / "f.bin"
-    download(["https://a.invalid/f.bin", "https://b.invalid/f.bin"], dest,
+    download_file(["https://a.invalid/f.bin", "https://b.invalid/f.bin"], dest,
              md5=hashlib.md5(PAYLOAD).hexdigest(), opener=opener, verbose=False)
     assert dest.read_bytes() == PAYLOAD and len(calls) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left
