@@ -356,3 +356,27 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_trace(monkeypatch,
     assert "run again with --debug" in err
     assert main(["models", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_how_to_continue_in_cli_terms(tmp_path: Path, capsys, monkeypatch,
+                                                  no_data_location) -> None:
+    from tinycnn.losses import SoftmaxCrossEntropy
+
+    calls = {"n": 0}
+    forward = SoftmaxCrossEntropy.forward
+
+    def interrupted(self, x, target):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return forward(self, x, target)
+
+    monkeypatch.setattr(SoftmaxCrossEntropy, "forward", interrupted)
+    out = tmp_path / "run"
+    code = main(["train", "--model", "lenet5", "--limit-train", "200", "--limit-test", "20",
+                 "--val-size", "0", "--batch-size", "50", "--epochs", "1", "--no-progress",
+                 "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 130 and (out / "checkpoint.npz").is_file()
+    assert "fit(" not in text and "resume=" not in text
+    assert f"continue with the same options and --resume {out / 'checkpoint.npz'}" in text

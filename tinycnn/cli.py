@@ -680,12 +680,24 @@ def _config_field(config: dict[str, Any], key: str, meta_path: Path) -> Any:
                    "--dataset")
 
 
+def _cli_trainer() -> type:
+    """The Trainer, minus its advice in Python terms: the command says how to continue."""
+    from tinycnn.trainer import Trainer
+
+    class CLITrainer(Trainer):
+        def _say(self, msg: str) -> None:
+            if msg.startswith("Interrupted") and ". Resume with fit(" in msg:
+                msg = msg.split(". Resume with fit(")[0] + "."
+            super()._say(msg)
+
+    return CLITrainer
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tinycnn.data import train_val_split
     from tinycnn.losses import SoftmaxCrossEntropy
     from tinycnn.metrics import evaluate
     from tinycnn.plot import plot_history
-    from tinycnn.trainer import Trainer
 
     channels, size, classes, _, _ = DATASETS[args.dataset]
     batch = args.batch_size or (128 if args.dataset == "cifar10" else 100)
@@ -729,9 +741,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:  # the classes name their Python arguments: name the options
         raise UsageError(re.sub(r"\b(label_smoothing|weight_decay|momentum|gamma|lr)\b",
                                 lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
-    trainer = Trainer(model, loss, optimizer, scheduler,
-                      device=args.device, checkpoint=out / "checkpoint.npz",
-                      patience=args.patience, progress=False if args.no_progress else None)
+    trainer = _cli_trainer()(model, loss, optimizer, scheduler,
+                             device=args.device, checkpoint=out / "checkpoint.npz",
+                             patience=args.patience,
+                             progress=False if args.no_progress else None)
     if resume is not None:
         # Loaded once here to turn a checkpoint of another model, optimizer or data set
         # into a one-line error; fit() loads it again (all absolute state, so idempotent).
