@@ -1,16 +1,21 @@
-"""The ``tinycnn`` command (also ``python -m tinycnn``): ``train``, ``eval`` and ``summary``.
+"""The ``tinycnn`` command (also ``python -m tinycnn``).
 
     tinycnn train                                   # a small CNN on MNIST, a few minutes
     tinycnn train --model resnet20 --dataset cifar10 --epochs 30 --optimizer nesterov \\
                   --lr 0.1 --schedule cosine --warmup 2 --augment --weight-decay 5e-4
     tinycnn eval runs/<run>/model.npz               # test accuracy of a saved model
     tinycnn summary --model resnet20 --dataset cifar10
+    tinycnn models | download mnist | info | warmup
 
 ``train`` writes into ``--out`` (default ``runs/<model>-<dataset>-<time>``): ``model.npz``
 (the state dict, loadable with ``Module.load``), ``model.json`` (how to rebuild it, and
-its test accuracy), ``history.json``, ``curves.png`` and ``checkpoint.npz`` (for
-``--resume``). ``--limit-train N`` / ``--limit-test N`` use only the first N images of the
-training / test set (quick experiments and tests).
+its test accuracy), ``history.json``, ``curves.png``, ``checkpoint.npz`` (for ``--resume``)
+and ``checkpoint.json`` (the options a resumed run must repeat). ``--limit-train N`` /
+``--limit-test N`` use only the first N images of the training / test set.
+
+Errors caused by the user's input never show a traceback: one line on stderr says what is
+wrong and what to do; the exit status is 2 for bad usage and 1 for other failures
+(``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -27,14 +32,22 @@ import sys
 import time
 import traceback
 import warnings
-import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
 import numpy as np
+
+from tinycnn.cli_errors import CLIError, RunError, UsageError, explain
+from tinycnn.run_files import (
+    check_run_options,
+    config_field,
+    mismatch_summary,
+    read_npz,
+    run_options,
+    write_text,
+)
 
 DATASETS = {
     # name: (channels, image size, classes, mean, std)
@@ -53,23 +66,7 @@ OPTIMIZERS = {  # name: default learning rate
 }
 SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "plateau")
 
-
-class CLIError(Exception):
-    """A problem reported as one line without a traceback; ``code`` is the exit status."""
-
-    code = 1
-
-
-class UsageError(CLIError, ValueError):
-    """A bad option or combination of options, or a named file that is not there: exit 2."""
-
-    code = 2
-
-
-class RunError(CLIError):
-    """A failure with good options: a corrupt file, missing data, a diverged run: exit 1."""
-
-    code = 1
+__all__ = ["CLIError", "RunError", "UsageError", "build_model", "main", "model_builders"]
 
 
 # Parameters of float32 weights above this share of the machine's memory are refused
@@ -425,24 +422,6 @@ def load_dataset(name: str, train: bool, data_dir: str | None,
     return np.asarray(ds.data), np.asarray(ds.targets), desc
 
 
-def data_advice(exc: Any) -> str:
-    """One line for a :class:`DatasetNotFoundError`, in the command line's terms."""
-    dataset = getattr(exc, "dataset", None)
-    folder = getattr(exc, "folder", None)
-    missing = ", ".join(getattr(exc, "missing", [])) or "its files"
-    failed = getattr(exc, "download_error", None)
-    if dataset is None or folder is None:
-        return str(exc).splitlines()[0]
-    if failed is not None:
-        reason = str(getattr(failed, "attempts", failed)).splitlines()[-1].strip()
-        return (f"downloading {dataset} into {folder} failed (last attempt: {reason}); check "
-                f"the connection and run again, or fetch it elsewhere with 'tinycnn download "
-                f"{dataset}' and copy {missing} into {folder}")
-    return (f"{dataset} not found: {missing} missing in {folder}; add --download to fetch "
-            f"it, run 'tinycnn download {dataset} --data-dir DIR', or point --data-dir "
-            f"(or TINYCNN_DATA) at the folder that holds it")
-
-
 def _augmentation(dataset: str) -> Any:
     from tinycnn.data import Compose, RandomCrop, RandomHorizontalFlip
 
@@ -513,16 +492,6 @@ def _compile_notice(args: argparse.Namespace) -> None:
 
 
 # commands ------------------------------------------------------------------------------
-def _write_text(path: Path, text: str) -> None:
-    """Write a small text file atomically (temp file, fsync, rename)."""
-    from tinycnn.files import atomic_write
-
-    with atomic_write(path) as f:
-        f.write(text.encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _make_optimizer(args: argparse.Namespace, model: Any) -> Any:
     from tinycnn import optim
 
@@ -560,126 +529,6 @@ def _make_schedule(args: argparse.Namespace, optimizer: Any, steps: int) -> Any:
     return after
 
 
-# Options that change what a run computes: a resumed run must use the values it started with.
-# (--epochs may grow; --limit-test, --out, --device, --kernels, --patience may change.)
-RUN_OPTIONS = ("model", "dataset", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-               "gamma", "warmup", "label_smoothing", "augment", "val_size", "seed",
-               "limit_train", "batch_size")
-
-
-def run_options(args: argparse.Namespace, batch: int, val_size: int) -> dict[str, Any]:
-    """The values of :data:`RUN_OPTIONS` in effect, defaults resolved."""
-    values = {k: getattr(args, k) for k in RUN_OPTIONS}
-    values.update(batch_size=batch, val_size=val_size,
-                  lr=args.lr if args.lr is not None else OPTIMIZERS[args.optimizer])
-    return values
-
-
-def _option_text(key: str, value: Any) -> str:
-    flag = "--" + key.replace("_", "-")
-    if value is True:
-        return flag
-    if value is False or value is None:
-        return f"no {flag}"
-    return f"{flag} {value}"
-
-
-def check_run_options(checkpoint: Path, options: dict[str, Any]) -> str | None:
-    """Refuse a resume with options other than the checkpoint's (read from its ``.json``).
-
-    Returns a note when the checkpoint has no record of its options (nothing to check).
-    """
-    record = checkpoint.with_suffix(".json")
-    if not record.is_file():
-        return (f"note: {record.name} is not beside {checkpoint}, so its options cannot be "
-                "checked; resume with the options of the first run")
-    try:
-        saved = json.loads(record.read_text()).get("options", {})
-        if not isinstance(saved, dict):
-            raise ValueError("'options' is not an object")
-    except (ValueError, AttributeError) as exc:
-        raise RunError(f"{record} is damaged ({exc}); delete it to resume without the check "
-                       "of the options") from None
-    for key in RUN_OPTIONS:
-        if key in saved and saved[key] != options[key]:
-            raise UsageError(
-                f"--resume: {checkpoint} was trained with {_option_text(key, saved[key])}, "
-                f"this run has {_option_text(key, options[key])}: use "
-                f"{_option_text(key, saved[key])} to continue it, or drop --resume to start a "
-                "new run")
-    return None
-
-
-def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, or a :class:`RunError` saying what the file is."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    kind = None
-    if not head:
-        kind = "an empty file (0 bytes)"
-    elif head.startswith(b"\x93NUMPY"):
-        kind = "a single NumPy array (.npy), not a .npz archive"
-    elif head.startswith(b"\x89PNG"):
-        kind = "a PNG image"
-    elif head.lstrip()[:1] in (b"{", b"["):
-        kind = "a JSON file"
-    elif not zipfile.is_zipfile(path):
-        kind = "not a .npz archive"
-    if kind is None:
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
-                zlib.error) as exc:
-            kind = f"a damaged .npz archive ({type(exc).__name__}: {exc})"
-    raise RunError(f"{path} is not {what}: it is {kind}")
-
-
-def _mismatch_summary(path: Path, name: str, dataset: str, expected: dict[str, Any],
-                      got: dict[str, np.ndarray]) -> str | None:
-    """A one-line summary of how a saved state differs from the model, or None if it fits."""
-    unknown = [k for k in got if k not in expected]
-    missing = [k for k in expected if k not in got]
-    shapes = [f"{k} {tuple(got[k].shape)} vs {tuple(expected[k].shape)}"
-              for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k].shape)]
-    if not (unknown or missing or shapes):
-        return None
-
-    def first(items: list[str]) -> str:
-        return ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
-
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} of {name}'s {len(expected)} arrays missing "
-                     f"({first(missing)})")
-    if unknown:
-        parts.append(f"{len(unknown)} unknown ({first(unknown)})")
-    if shapes:
-        parts.append(f"{len(shapes)} of other shapes ({first(shapes)})")
-    cause = ("it was saved from another model" if missing or unknown
-             else "it was trained for another dataset or number of classes")
-    return (f"{path} does not fit {name} for {dataset}: " + "; ".join(parts) + f". Probably "
-            f"{cause}: pass the --model and --dataset it was trained with (see its model.json)")
-
-
-def _config_field(config: dict[str, Any], key: str, meta_path: Path) -> Any:
-    """A field of model.json, checked; None when absent."""
-    value = config.get(key)
-    if value is None:
-        return None
-    if key == "model" and (not isinstance(value, str) or value not in model_builders()):
-        problem = f"unknown model {value!r}"
-    elif key == "dataset" and (not isinstance(value, str) or value not in DATASETS):
-        problem = f"unknown dataset {value!r} (known: {', '.join(sorted(DATASETS))})"
-    elif key == "num_classes" and (isinstance(value, bool) or not isinstance(value, int)
-                                   or value < 1):
-        problem = f"num_classes is {value!r}, expected a positive whole number"
-    else:
-        return value
-    raise RunError(f"{meta_path}: {problem}; correct it, or delete it and pass --model and "
-                   "--dataset")
-
-
 def _cli_trainer() -> type:
     """The Trainer, minus its advice in Python terms: the command says how to continue."""
     from tinycnn.trainer import Trainer
@@ -707,7 +556,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume is not None and not resume.is_file():
         raise UsageError(f"--resume: no checkpoint file at {resume}")
     if resume is not None:
-        _read_npz(resume, "a checkpoint written by 'tinycnn train'")
+        read_npz(resume, "a checkpoint written by 'tinycnn train'")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     _setup(args)
@@ -722,7 +571,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_size = len(y) // 12 if args.val_size is None else args.val_size
     if val_size >= len(y):
         raise UsageError(f"--val-size {val_size} leaves no training images (have {len(y)})")
-    options = run_options(args, batch, val_size)
+    options = run_options(args, batch, val_size,
+                          args.lr if args.lr is not None else OPTIMIZERS[args.optimizer])
     note = check_run_options(resume, options) if resume is not None else None
     val_loader = None
     if val_size > 0:
@@ -759,7 +609,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
     # Created only now, so that a usage or data error leaves no empty run folder behind.
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "checkpoint.json", json.dumps({"options": options}, indent=1))
+    write_text(out / "checkpoint.json", json.dumps({"options": options}, indent=1))
     _compile_notice(args)
     try:
         # A diverging run is reported once, below, not by NumPy's warnings on the way there.
@@ -770,7 +620,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr = options["lr"]
         raise RunError(f"training diverged ({str(exc).splitlines()[0]}): lower --lr (it was "
                        f"{lr:g}; try {lr / 10:g}), or add --warmup 1") from None
-    _write_text(out / "history.json", json.dumps(history.to_dict(), indent=1))
+    write_text(out / "history.json", json.dumps(history.to_dict(), indent=1))
     if history.interrupted:
         if len(history):
             plot_history(history, out / "curves.png", title=f"{args.model} on {args.dataset}")
@@ -790,7 +640,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test_accuracy": test["accuracy"], "test_images": test["n"],
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }
-    _write_text(out / "model.json", json.dumps(config, indent=1))
+    write_text(out / "model.json", json.dumps(config, indent=1))
     print(f"test accuracy: {test['accuracy']:.4f} ({test['n']} images)")
     print(f"wrote {out / 'model.npz'}, {out / 'model.json'}, {out / 'curves.png'}")
     return 0
@@ -802,7 +652,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.is_file():
         raise UsageError(f"no model file at {path}")
-    state = _read_npz(path, "a model file (the model.npz that 'tinycnn train' writes)")
+    state = read_npz(path, "a model file (the model.npz that 'tinycnn train' writes)")
     meta_path = path.with_suffix(".json")
     try:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         config = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -811,8 +661,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise RunError(f"{meta_path} is not the JSON that train writes ({exc}); delete it "
                        "and pass --model and --dataset") from None
-    name = args.model or _config_field(config, "model", meta_path)
-    dataset = args.dataset or _config_field(config, "dataset", meta_path)
+    known = (model_builders(), DATASETS)
+    name = args.model or config_field(config, "model", meta_path, *known)
+    dataset = args.dataset or config_field(config, "dataset", meta_path, *known)
     if name is None or dataset is None:
         absent = " and ".join(opt for opt, v in (("--model", name), ("--dataset", dataset))
                               if v is None)
@@ -820,11 +671,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          f"trained: pass {absent}")
     args.dataset = dataset
     channels, size, classes, _, _ = DATASETS[dataset]
-    num_classes = _config_field(config, "num_classes", meta_path) or classes
+    num_classes = config_field(config, "num_classes", meta_path, *known) or classes
     check_model_size(name, num_classes, channels, size, str(meta_path), RunError)
     _setup(args)
     model = build_model(name, num_classes, channels, size, 0)
-    problem = _mismatch_summary(path, name, dataset, model.state_dict(), state)
+    problem = mismatch_summary(path, name, dataset, model.state_dict(), state)
     if problem:
         raise RunError(problem)
     try:
@@ -934,31 +785,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "eval": cmd_eval, "summary": cmd_summary, "models": cmd_models,
     "download": cmd_download, "info": cmd_info, "warmup": cmd_warmup,
 }
-
-
-def explain(exc: BaseException) -> tuple[int, str]:
-    """Exit status and one line for an error that ended a command."""
-    from tinycnn.backend import DeviceError
-    from tinycnn.data import DatasetFormatError, DatasetNotFoundError
-
-    if isinstance(exc, CLIError):
-        return exc.code, str(exc)
-    if isinstance(exc, DatasetNotFoundError):
-        return 1, data_advice(exc)
-    if isinstance(exc, DatasetFormatError):
-        return 1, f"{exc}"
-    if isinstance(exc, DeviceError):
-        return 1, f"{exc} ('tinycnn info' says more)"
-    if isinstance(exc, MemoryError):
-        return 1, ("out of memory: use a smaller --batch-size, model or input, or close other "
-                   "programs")
-    if isinstance(exc, FloatingPointError):
-        return 1, f"a computation overflowed ({exc}): lower --lr"
-    if isinstance(exc, OSError):
-        where = f": {exc.filename}" if exc.filename else ""
-        return 1, f"{exc.strerror or exc}{where}"
-    return 1, (f"unexpected {type(exc).__name__}: {exc}. This is a bug in tinycnn: run again "
-               "with --debug and report the traceback")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
