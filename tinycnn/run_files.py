@@ -24,7 +24,6 @@ from tinycnn.files import atomic_write
 
 def write_text(path: Path, text: str) -> None:
     """Write a small text file atomically (temp file, fsync, rename)."""
-
     with atomic_write(path) as f:
         f.write(text.encode())
         f.flush()
