@@ -374,8 +374,8 @@ def make_parser() -> argparse.ArgumentParser:
             usage="tinycnn info")
     _add_common(i)
 
-    w = add("warmup", help="compile the CPU kernels now (once, 10-20 s), so the "
-                           "first training run starts at once",
+    w = add("warmup", help="compile every CPU kernel now (once, a minute or more), so no "
+                           "later run waits for it",
             usage="tinycnn warmup")
     _add_common(w)
     return parser
@@ -556,7 +556,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume is not None and not resume.is_file():
         raise UsageError(f"--resume: no checkpoint file at {resume}")
     if resume is not None:
-        read_npz(resume, "a checkpoint written by 'tinycnn train'")
+        read_npz(resume, "a checkpoint written by 'tinycnn train'", arrays=False)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     _setup(args)
@@ -773,8 +773,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_warmup(args: argparse.Namespace) -> int:
     module = numba_kernels_module()
     was_cached = kernels_cached()
-    print("compiling the CPU kernels (10-20 s the first time) ..." if not was_cached
-          else "loading the CPU kernels from Numba's cache ...", flush=True)
+    print("compiling every CPU kernel, for float32 and float64 (once: a minute or more) ..."
+          if not was_cached else "loading the CPU kernels from Numba's cache ...", flush=True)
     seconds = module.warmup()
     print(f"done in {seconds:.1f} s; later runs load them from the cache "
           f"({os.environ.get('NUMBA_CACHE_DIR') or 'beside the tinycnn sources'})")

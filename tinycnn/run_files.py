@@ -80,8 +80,11 @@ def check_run_options(checkpoint: Path, options: dict[str, Any]) -> str | None:
     return None
 
 
-def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, or a :class:`RunError` saying what the file is."""
+def read_npz(path: Path, what: str, arrays: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file, or a :class:`RunError` saying what the file is.
+
+    ``arrays=False`` only checks that the archive opens (and returns no arrays).
+    """
     with open(path, "rb") as f:
         head = f.read(8)
     kind = None
@@ -98,7 +101,7 @@ def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     if kind is None:
         try:
             with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
+                return {k: npz[k] for k in npz.files} if arrays else {}
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
                 zlib.error) as exc:
             kind = f"a damaged .npz archive ({type(exc).__name__}: {exc})"
