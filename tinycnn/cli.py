@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib.util
+import importlib
 import inspect
 import json
 import math
@@ -449,16 +449,13 @@ def numba_kernels_module() -> ModuleType:
     import tinycnn
 
     package = Path(tinycnn.__file__).resolve().parent
-    for name in ("tinycnn.fast.numba_cpu", "tinycnn.kernels.numba_cpu"):
-        try:
-            spec = importlib.util.find_spec(name)
-        except ModuleNotFoundError:  # tinycnn.fast itself is not there
-            continue
-        # Only this copy of tinycnn's own modules (a second checkout's finder may answer).
-        if spec is not None and spec.origin and Path(spec.origin).resolve().is_relative_to(
-                package):
-            return importlib.import_module(name)
-    raise ModuleNotFoundError("tinycnn has no Numba kernel module here")
+    for folder in ("fast", "kernels"):
+        # Looked up as files of this copy of tinycnn: another checkout's import hook may
+        # answer for a module name this one does not have.
+        where = package / folder
+        if (where / "numba_cpu.py").is_file() or (where / "numba_cpu" / "__init__.py").is_file():
+            return importlib.import_module(f"tinycnn.{folder}.numba_cpu")
+    raise ModuleNotFoundError("this tinycnn has no Numba kernel module")
 
 
 def kernels_cached() -> bool | None:
