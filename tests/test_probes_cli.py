@@ -231,6 +231,12 @@ def test_hostile_model_files(case: str, trained: Path, tmp_path: Path) -> None:
     assert said in error_line(proc, "eval", 1)
 
 
+def test_a_checkpoint_is_not_a_model_file(trained: Path, tmp_path: Path) -> None:
+    proc = run_cli("eval", str(trained / "checkpoint.npz"), "--model", "lenet5", "--dataset",
+                   "mnist", cwd=tmp_path)
+    assert "is a training checkpoint, not a model file" in error_line(proc, "eval", 1)
+
+
 def test_truncated_model_file(trained: Path, tmp_path: Path) -> None:
     raw = (trained / "model.npz").read_bytes()
     (tmp_path / "model.npz").write_bytes(raw[: len(raw) // 2])

@@ -655,6 +655,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"no model file at {path}")
     state = read_npz(path, "a model file (the model.npz that 'tinycnn train' writes)")
+    if "meta" in state and any(k.startswith("optim.") for k in state):
+        raise RunError(f"{path} is a training checkpoint, not a model file: evaluate the "
+                       "model.npz beside it, or continue training with 'tinycnn train ... "
+                       f"--resume {path}'")
     meta_path = path.with_suffix(".json")
     try:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         config = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
