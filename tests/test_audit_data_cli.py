@@ -191,6 +191,7 @@ def test_resume_errors_are_one_line(tmp_path: Path, capsys, no_data_location: Pa
     (["--augment"], "was trained with no --augment, this run has --augment"),
     (["--lr", "0.01"], "was trained with --lr 0.001, this run has --lr 0.01"),
     (["--batch-size", "30"], "was trained with --batch-size 60"),
+    (["--val-size", "30"], "was trained with --val-size 0, this run has --val-size 30"),
 ])
 def test_resume_refuses_options_that_change_the_run(change: list[str], said: str,
                                                      tmp_path: Path, capsys,
@@ -206,6 +207,19 @@ def test_resume_refuses_options_that_change_the_run(change: list[str], said: str
     assert code == 2 and len(err.splitlines()) == 1
     assert said in err and "drop --resume" in err
     assert main(argv) == 0  # the same options continue it
+
+
+def test_resume_names_the_cause_not_its_consequence(tmp_path: Path, capsys,
+                                                    no_data_location: Path) -> None:
+    # The default --val-size is 1/12 of --limit-train: the message names --limit-train.
+    base = ["train", "--model", "lenet5", "--limit-train", "120", "--limit-test", "20",
+            "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(base) == 0
+    capsys.readouterr()
+    code = main([*base, "--limit-train", "240", "--epochs", "2",
+                 "--resume", str(tmp_path / "run" / "checkpoint.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "was trained with --limit-train 120, this run has --limit-train 240" in err
 
 
 def test_eval_of_a_mismatched_or_foreign_file_is_one_line(tmp_path: Path, capsys,

@@ -32,9 +32,10 @@ def write_text(path: Path, text: str) -> None:
 
 # Options that change what a run computes: a resumed run must use the values it started with.
 # (--epochs may grow; --limit-test, --out, --device, --kernels, --patience may change.)
-RUN_OPTIONS = ("model", "dataset", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-               "gamma", "warmup", "label_smoothing", "augment", "val_size", "seed",
-               "limit_train", "batch_size")
+# Causes before consequences: the default --val-size follows from --limit-train.
+RUN_OPTIONS = ("model", "dataset", "limit_train", "seed", "optimizer", "lr", "momentum",
+               "weight_decay", "schedule", "gamma", "warmup", "label_smoothing", "augment",
+               "batch_size", "val_size")
 
 
 def run_options(args: argparse.Namespace, batch: int, val_size: int,
