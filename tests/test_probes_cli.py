@@ -354,6 +354,7 @@ def test_divergence_is_one_line(tmp_path: Path) -> None:
     (["summary", "--model", "lenet5", "--input-shape", "1,99999,2"], "at most 4096"),
     (["summary", "--model", "lenet5", "--input-shape", "1,2,2"], "needs images of at least"),
     (["eval", "missing.npz"], "no model file at missing.npz"),
+    (["train", "--data-dir", sys.executable], "is a file; it should name the folder"),
     (["train", "--resume", "missing.npz"], "no checkpoint file at missing.npz"),
 ])
 def test_bad_usage_is_one_line_exit_2(args: list[str], said: str, tmp_path: Path) -> None:

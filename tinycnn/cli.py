@@ -402,6 +402,11 @@ def load_dataset(name: str, train: bool, data_dir: str | None,
     """
     from tinycnn.data import CIFAR10, MNIST, DatasetWarning, FashionMNIST
 
+    where, given = ("--data-dir", data_dir) if data_dir else \
+        ("TINYCNN_DATA", os.environ.get("TINYCNN_DATA"))
+    if given and Path(given).expanduser().is_file():
+        raise UsageError(f"{where} {given} is a file; it should name the folder that holds "
+                         f"{name}'s files")
     split = "train" if train else "test"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
