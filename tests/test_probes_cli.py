@@ -182,6 +182,20 @@ def test_hostile_cifar_batches(payload: bytes, said: str, tmp_path: Path) -> Non
     assert said in error_line(proc, "train", 1)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 3 * RECORD + 7), st.integers(0, 255))
+def test_cifar_parser_answers_any_size_and_label(size: int, label: int) -> None:
+    from tinycnn.data import parse_cifar_batch
+
+    raw = bytes([label]) * size
+    try:
+        images, labels = parse_cifar_batch(raw)
+    except DatasetFormatError:
+        assert size == 0 or size % RECORD or label > 9
+        return
+    assert images.shape == (size // RECORD, 3, 32, 32) and (labels == label).all()
+
+
 def test_truncated_cifar_archive(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
