@@ -39,7 +39,8 @@ def test_classic_train_script_runs_both_models_on_a_subset(tmp_path: Path, capsy
         status = classic_train.main(["--limit", "64", "--batch-size", "32",
                                      "--out", str(tmp_path / "r.json")])
     except DatasetNotFoundError as err:
-        pytest.skip(f"CIFAR-10 not available here ({err}); CI points TINYCNN_DATA at it")
+        pytest.skip(f"needs CIFAR-10 ({str(err).splitlines()[0]}): set TINYCNN_DATA to a folder "
+                    "holding cifar-10/, or run 'tinycnn download cifar10'")
     assert status == 0
     results = json.loads((tmp_path / "r.json").read_text())["results"]
     assert [r["model"] for r in results] == ["mobilenet_v2_cifar", "densenet_cifar"]

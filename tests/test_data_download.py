@@ -22,7 +22,7 @@ from tinycnn.data import (
     DatasetWarning,
     DownloadError,
     check_file,
-    download,
+    download_file,
     file_digest,
 )
 from tinycnn.data import cifar as cifar_mod
@@ -64,7 +64,7 @@ class CountingOpener:
 
 def test_success_writes_the_file_atomically(tmp_path: Path, source: Path) -> None:
     dest = tmp_path / "out" / "blob.bin"
-    got = download((source / "blob.bin").as_uri(), dest, md5=md5(PAYLOAD), verbose=False)
+    got = download_file((source / "blob.bin").as_uri(), dest, md5=md5(PAYLOAD), verbose=False)
     assert got == dest and dest.read_bytes() == PAYLOAD
     assert leftovers(dest.parent) == []
     assert file_digest(dest, "sha256") == hashlib.sha256(PAYLOAD).hexdigest()
@@ -74,7 +74,7 @@ def test_success_writes_the_file_atomically(tmp_path: Path, source: Path) -> Non
 def test_mirror_used_after_the_first_url_fails(tmp_path: Path, source: Path) -> None:
     dest = tmp_path / "blob.bin"
     urls = [(source / "missing.bin").as_uri(), (source / "blob.bin").as_uri()]
-    download(urls, dest, md5=md5(PAYLOAD), verbose=False)
+    download_file(urls, dest, md5=md5(PAYLOAD), verbose=False)
     assert dest.read_bytes() == PAYLOAD
     assert leftovers(tmp_path) == []
 
@@ -83,7 +83,7 @@ def test_checksum_mismatch_is_removed_retried_once_then_reported(tmp_path: Path)
     opener = CountingOpener([b"bad one", b"bad two"])
     dest = tmp_path / "data" / "train.gz"
     with pytest.raises(DownloadError) as info:
-        download("https://example.invalid/train.gz", dest, md5=md5(PAYLOAD), opener=opener,
+        download_file("https://example.invalid/train.gz", dest, md5=md5(PAYLOAD), opener=opener,
                  verbose=False)
     assert opener.calls == ["https://example.invalid/train.gz"] * 2
     assert not dest.exists() and leftovers(dest.parent) == []
@@ -95,7 +95,7 @@ def test_checksum_mismatch_is_removed_retried_once_then_reported(tmp_path: Path)
 def test_corrupt_first_attempt_then_good_retry_succeeds(tmp_path: Path) -> None:
     opener = CountingOpener([b"truncated", PAYLOAD])
     dest = tmp_path / "f.bin"
-    download("https://example.invalid/f.bin", dest, md5=md5(PAYLOAD), opener=opener,
+    download_file("https://example.invalid/f.bin", dest, md5=md5(PAYLOAD), opener=opener,
              verbose=False)
     assert len(opener.calls) == 2 and dest.read_bytes() == PAYLOAD
     assert leftovers(tmp_path) == []
@@ -104,7 +104,8 @@ def test_corrupt_first_attempt_then_good_retry_succeeds(tmp_path: Path) -> None:
 def test_mismatch_on_every_source_with_file_urls(tmp_path: Path, source: Path) -> None:
     dest = tmp_path / "blob.bin"
     with pytest.raises(DownloadError, match="every source failed"):
-        download([(source / "corrupt.bin").as_uri()] * 2, dest, md5=md5(PAYLOAD), verbose=False)
+        download_file([(source / "corrupt.bin").as_uri()] * 2, dest, md5=md5(PAYLOAD),
+                      verbose=False)
     assert list(tmp_path.iterdir()) == [source]
 
 
@@ -120,7 +121,7 @@ def test_connection_dropped_mid_stream_leaves_nothing(tmp_path: Path) -> None:
         return BreaksMidway(PAYLOAD)
 
     with pytest.raises(DownloadError, match="ConnectionResetError"):
-        download("https://example.invalid/x", tmp_path / "x", md5=md5(PAYLOAD), opener=opener,
+        download_file("https://example.invalid/x", tmp_path / "x", md5=md5(PAYLOAD), opener=opener,
                  verbose=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -128,7 +129,7 @@ def test_connection_dropped_mid_stream_leaves_nothing(tmp_path: Path) -> None:
 def test_http_4xx_is_not_retried(tmp_path: Path) -> None:
     forbidden = urllib.error.HTTPError("u", 403, "Forbidden", {}, None)
     opener = CountingOpener([forbidden, PAYLOAD])
-    download(["https://a.invalid/x", "https://b.invalid/x"], tmp_path / "x",
+    download_file(["https://a.invalid/x", "https://b.invalid/x"], tmp_path / "x",
              md5=md5(PAYLOAD), opener=opener, verbose=False)
     assert opener.calls == ["https://a.invalid/x", "https://b.invalid/x"]
 
@@ -137,14 +138,14 @@ def test_existing_good_file_is_not_fetched_again(tmp_path: Path) -> None:
     dest = tmp_path / "x"
     dest.write_bytes(PAYLOAD)
     opener = CountingOpener([])
-    download("https://a.invalid/x", dest, md5=md5(PAYLOAD), opener=opener, verbose=False)
+    download_file("https://a.invalid/x", dest, md5=md5(PAYLOAD), opener=opener, verbose=False)
     assert opener.calls == []
 
 
 def test_existing_bad_file_is_replaced(tmp_path: Path) -> None:
     dest = tmp_path / "x"
     dest.write_bytes(b"stale")
-    download("https://a.invalid/x", dest, sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+    download_file("https://a.invalid/x", dest, sha256=hashlib.sha256(PAYLOAD).hexdigest(),
              opener=CountingOpener([PAYLOAD]), verbose=False)
     assert dest.read_bytes() == PAYLOAD
 
@@ -224,3 +225,73 @@ def test_cifar_download_from_a_file_url(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(cifar_mod, "ARCHIVE_MD5", "0" * 32)
     with pytest.raises(DatasetNotFoundError, match="could not be downloaded"):
         CIFAR10(tmp_path / "other", train=True, download=True)
+
+
+def test_the_module_is_importable_and_the_old_name_still_works(tmp_path: Path,
+                                                                source: Path) -> None:
+    import importlib
+    import types
+
+    import tinycnn.data
+
+    module = importlib.import_module("tinycnn.data.download")
+    assert isinstance(module, types.ModuleType) and tinycnn.data.download is module
+    assert module.download_file is download_file
+    dest = tmp_path / "blob.bin"
+    tinycnn.data.download((source / "blob.bin").as_uri(), dest, md5=md5(PAYLOAD),
+                          verbose=False)
+    assert dest.read_bytes() == PAYLOAD
+
+
+class Endless(io.RawIOBase):
+    """A server that never stops sending; counts what it sent."""
+
+    sent = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:
+        buffer[:] = b"\0" * len(buffer)
+        Endless.sent += len(buffer)
+        return len(buffer)
+
+
+def test_an_answer_larger_than_the_file_is_cut_off(tmp_path: Path) -> None:
+    from tinycnn.data.download import size_cap
+
+    Endless.sent = 0
+
+    def endless(url: str, timeout: float) -> io.BufferedReader:
+        return io.BufferedReader(Endless())
+
+    with pytest.raises(DownloadError, match="sent more than"):
+        download_file(["https://a.invalid/f", "https://b.invalid/f"], tmp_path / "f",
+                      md5=md5(PAYLOAD), size=len(PAYLOAD), opener=endless, verbose=False)
+    # Each source stopped just past the cap, and no retry of an oversized answer.
+    assert Endless.sent <= 2 * (size_cap(len(PAYLOAD)) + (1 << 20))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_announced_size_over_the_cap_is_refused_before_reading(tmp_path: Path) -> None:
+    class Announced(io.BytesIO):
+        headers = {"Content-Length": str(10**12)}
+
+        def read(self, size: int = -1) -> bytes:
+            raise AssertionError("the body must not be read")
+
+    with pytest.raises(DownloadError, match="announces 1,000,000,000,000 bytes"):
+        download_file("https://a.invalid/f", tmp_path / "f", size=1000,
+                      opener=lambda url, timeout: Announced(), verbose=False)
+
+
+def test_each_retry_says_it_is_one(tmp_path: Path, capsys) -> None:
+    opener = CountingOpener([ConnectionResetError("reset"), ConnectionResetError("reset"),
+                             PAYLOAD])
+    download_file(["https://a.invalid/f", "https://b.invalid/f"], tmp_path / "f",
+                  md5=md5(PAYLOAD), opener=opener)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"tinycnn: downloading https://a.invalid/f -> {tmp_path / 'f'}"
+    assert lines[1].startswith("tinycnn: retry 1 of 1 for https://a.invalid/f (the last "
+                               "attempt failed: ConnectionResetError: reset)")
+    assert lines[2].startswith("tinycnn: trying mirror https://b.invalid/f")

@@ -394,3 +394,73 @@ def test_tar_members_are_read_not_extracted_even_with_odd_paths(tmp_path: Path) 
     train = CIFAR10(root)
     assert len(train) == 10
     assert not (tmp_path / "evil").exists()
+
+
+def _peak_bytes(action) -> tuple[object, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            result: object = action()
+        except DatasetFormatError as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_gz_header_is_checked_before_the_body_is_inflated(tmp_path: Path) -> None:
+    # 64 MB of zeros behind a label magic, read as images: refused from the first bytes.
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(1, np.uint8)) + bytes(64 << 20)))
+    error, peak = _peak_bytes(lambda: read_idx(path, mnist_mod.IDX_IMAGES))
+    assert isinstance(error, DatasetFormatError) and "not an IDX image file" in str(error)
+    assert peak < 4 << 20
+
+
+def test_gz_body_is_read_no_further_than_the_header_announces(tmp_path: Path) -> None:
+    images, _ = small_mnist(10)
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(idx_bytes(images) + bytes(32 << 20)))  # 32 MB extra
+    error, peak = _peak_bytes(lambda: read_idx(path, mnist_mod.IDX_IMAGES))
+    assert isinstance(error, DatasetFormatError) and "too long" in str(error)
+    assert peak < 4 << 20
+
+
+def test_a_header_larger_than_its_gzip_can_hold_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "x.gz"
+    header = (2051).to_bytes(4, "big") + (10**9).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    path.write_bytes(gzip.compress(header + bytes(1000)))
+    error, peak = _peak_bytes(lambda: read_idx(path, mnist_mod.IDX_IMAGES))
+    assert isinstance(error, DatasetFormatError) and "more than a" in str(error)
+    assert peak < 1 << 20
+
+
+def test_streamed_read_matches_parse_idx(tmp_path: Path) -> None:
+    images, _ = small_mnist(7)
+    raw = idx_bytes(images)
+    for name, data in (("plain", raw), ("packed.gz", gzip.compress(raw))):
+        (tmp_path / name).write_bytes(data)
+        got = read_idx(tmp_path / name, mnist_mod.IDX_IMAGES, (28, 28))
+        assert np.array_equal(got, parse_idx(raw)) and got.flags.writeable
+
+
+def test_mnist_refuses_images_of_another_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    write_idx_pair(tmp_path / "mnist", "train", rng.integers(0, 256, (5, 32, 32), np.uint8),
+                   np.zeros(5, np.uint8), gz=True)
+    with pytest.raises(DatasetFormatError, match=r"items of shape \(32, 32\), expected"):
+        MNIST(tmp_path, train=True)
+
+
+def test_not_found_error_carries_what_a_front_end_needs(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as info:
+        MNIST(tmp_path, train=False)
+    exc = info.value
+    assert exc.dataset == "mnist" and exc.folder == tmp_path / "mnist"
+    assert exc.missing == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert exc.download_error is None and str(exc).startswith("MNIST test set not found")
+    with pytest.raises(DatasetNotFoundError) as info:
+        CIFAR10(tmp_path, train=True)
+    assert info.value.dataset == "cifar10" and info.value.folder == tmp_path / "cifar-10"

@@ -1,7 +1,8 @@
-"""The real datasets through ``TINYCNN_DATA`` (CI points it at ``../shared/data``).
+"""The real datasets, read from the folder ``TINYCNN_DATA`` names.
 
-Every test skips, saying why, when the variable is not set or the files are not there.
-Expected label counts are the ones published in the shared data README.
+Every test skips when the variable is not set or the files are not there, saying how to
+get them (``tinycnn download mnist --data-dir DIR``, then ``TINYCNN_DATA=DIR``). Expected
+label counts are the published ones.
 """
 
 from __future__ import annotations
@@ -30,11 +31,16 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def need(*relative: str) -> Path:
+    """``TINYCNN_DATA`` when it holds these files, else a skip that says how to get them."""
+    dataset = "cifar10" if relative[0].startswith("cifar-10") else "mnist"
     if ROOT is None:
-        pytest.skip("TINYCNN_DATA is not set; point it at the shared data folder to run this")
+        pytest.skip(f"needs the real {dataset} files: set TINYCNN_DATA to a folder holding "
+                    f"them, or run 'tinycnn download {dataset} --data-dir DIR' and set "
+                    "TINYCNN_DATA=DIR")
     for rel in relative:
         if not (ROOT / rel).exists():
-            pytest.skip(f"{ROOT / rel} is not present")
+            pytest.skip(f"{ROOT / rel} is missing: run 'tinycnn download {dataset} --data-dir "
+                        f"{ROOT}' or put the file there")
     return ROOT
 
 
@@ -77,7 +83,9 @@ def test_mnist_loader_normalizes_to_zero_mean_unit_std(mnist_train: MNIST) -> No
 
 
 def test_cifar_train_shapes_counts_and_normalization() -> None:
-    root = need(*(f"cifar-10/cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)))
+    batches = [f"cifar-10/cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)]
+    archive = "cifar-10/cifar-10-binary.tar.gz"  # what 'tinycnn download cifar10' fetches
+    root = need(archive) if ROOT is not None and (ROOT / archive).exists() else need(*batches)
     train = CIFAR10(root, train=True)
     assert train.data.shape == (50000, 3, 32, 32) and train.data.dtype == np.uint8
     assert np.bincount(train.targets).tolist() == [5000] * 10
@@ -92,7 +100,11 @@ def test_cifar_train_shapes_counts_and_normalization() -> None:
 
 
 def test_cifar_partial_test_set_warns() -> None:
-    root = need("cifar-10/partial-test/test_batch_first1000.bin")
+    partial = "cifar-10/partial-test/test_batch_first1000.bin"
+    if ROOT is not None and not (ROOT / partial).exists():
+        pytest.skip(f"{ROOT} holds no partial CIFAR-10 test set ({partial}): this check is "
+                    "only for data folders that hold one instead of test_batch.bin")
+    root = need(partial)
     if (root / "cifar-10" / "cifar-10-batches-bin" / "test_batch.bin").exists():
         pytest.skip("the full test_batch.bin is present, so the partial set is not used")
     with pytest.warns(DatasetWarning, match="PARTIAL test set"):

@@ -172,3 +172,40 @@ def test_saved_figure_is_readable_by_others_and_a_failed_save_leaves_nothing(
     with pytest.raises(RuntimeError, match="disk full"):
         plot.save_figure(Broken(), tmp_path / "g.svg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+
+
+def _constant_lr_history(epochs: int) -> History:
+    h = History()
+    for e in range(1, epochs + 1):
+        h.append(epoch=e, train_loss=1.0 / e, train_accuracy=0.5, val_loss=float("nan"),
+                 val_accuracy=float("nan"), lr=1e-3, time=1.0, images_per_s=100.0)
+    return h
+
+
+def test_history_figure_has_a_title_whole_epochs_and_markers_when_few() -> None:
+    fig = plot.history_figure(history(4), title="lenet5 on mnist: test accuracy 98.10%")
+    assert fig._suptitle.get_text() == "lenet5 on mnist: test accuracy 98.10%"
+    assert len(fig.axes) == 3  # the rate changes: it gets its panel
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [1, 2, 3, 4]
+        assert all(line.get_marker() == "o" for line in ax.get_lines())
+
+
+def test_history_figure_of_one_epoch_shows_one_whole_tick() -> None:
+    fig = plot.history_figure(_constant_lr_history(1))
+    assert [list(ax.get_xticks()) for ax in fig.axes] == [[1], [1]]
+
+
+def test_constant_learning_rate_is_named_in_the_title_not_drawn() -> None:
+    fig = plot.history_figure(_constant_lr_history(3), title="run")
+    assert len(fig.axes) == 2
+    assert fig._suptitle.get_text() == "run\nlearning rate 0.001 throughout"
+
+
+def test_many_epochs_have_no_markers_and_whole_ticks() -> None:
+    fig = plot.history_figure(history(40))
+    for ax in fig.axes:
+        assert all(line.get_marker() in ("None", "", None) for line in ax.get_lines())
+        fig.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 40]
+        assert ticks and all(float(t).is_integer() for t in ticks)

@@ -16,6 +16,7 @@ from tinycnn.backend import gpu_available  # noqa: E402
 from tinycnn.containers import Concat, Residual, Sequential  # noqa: E402
 from tinycnn.fast import accelerate, current_kernels, is_accelerated, use_kernels  # noqa: E402
 from tinycnn.gradcheck import gradcheck  # noqa: E402
+from tinycnn.info import gpu_status  # noqa: E402
 from tinycnn.layers import *  # noqa: E402,F403
 from tinycnn.layers import __all__ as _layer_names  # noqa: E402
 from tinycnn.losses import MSELoss, SoftmaxCrossEntropy  # noqa: E402
@@ -51,6 +52,7 @@ __all__ = [
     "accelerate",
     "backend",
     "detect_anomaly",
+    "gpu_status",
     "is_accelerated",
     "current_kernels",
     "gpu_available",

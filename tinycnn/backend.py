@@ -76,12 +76,13 @@ def gpu_available() -> bool:
 
 def require_gpu() -> ModuleType:
     """Return CuPy, or raise a clear :class:`DeviceError` saying why the GPU is unusable."""
+    from tinycnn.info import GPU_INSTALL_HINT
+
     cp = _try_cupy()
     if cp is None:
         raise DeviceError(
-            "the GPU backend needs CuPy, which did not import "
-            f"({_cupy_error}); install it with: pip install 'tinycnn[gpu]' (CUDA 12) "
-            "or 'tinycnn[gpu-cuda13]' (CUDA 13)"
+            f"the GPU backend needs CuPy, which did not import ({_cupy_error}); install it "
+            f"with: {GPU_INSTALL_HINT}"
         )
     if not gpu_available():
         raise DeviceError("CuPy is installed but no CUDA GPU is visible to it")

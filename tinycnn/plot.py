@@ -1,7 +1,8 @@
 """Plots of training runs, drawn with Matplotlib's Agg backend (no display needed).
 
-:func:`plot_history` writes one run's curves to a file. The notebook figures return the
-Matplotlib ``Figure`` (Jupyter shows it inline) and also save it when given ``path``:
+:func:`plot_history` writes one run's curves to a file (:func:`history_figure` draws them).
+The notebook figures return the Matplotlib ``Figure`` (Jupyter shows it inline) and also
+save it when given ``path``:
 :func:`plot_curves` (several runs), :func:`plot_filters` (first-layer weights),
 :func:`plot_feature_maps`, :func:`plot_confusion_matrix`, :func:`plot_images` (with labels
 and predictions), :func:`plot_image_rows` and :func:`plot_trajectories` (optimizer paths
@@ -41,43 +42,64 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     return path
 
 
-def _epoch_axis(ax: Any) -> None:
+# Up to this many epochs, every epoch gets a marker and, up to half of it, its own tick.
+FEW_EPOCHS = 20
+
+
+def _epoch_axis(ax: Any, epochs: Sequence[int] | None = None) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs is not None and len(epochs) <= FEW_EPOCHS // 2:
+        ax.set_xticks(list(epochs))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)  # one epoch: a point, not 0.95..1.05
     ax.grid(alpha=0.3)
 
 
 def plot_history(history: Any, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Save :func:`history_figure` of a :class:`~tinycnn.trainer.History`; returns the path."""
+    return save_figure(history_figure(history, title), path)
+
+
+def history_figure(history: Any, title: str | None = None) -> Any:
     """Loss, accuracy and learning rate per epoch of a :class:`~tinycnn.trainer.History`.
 
-    Validation curves are drawn when the history has them. Returns the written path.
+    Validation curves are drawn when the history has them; the learning-rate panel only
+    when the rate changed (a constant rate is named in the title instead). Epochs are
+    whole numbers on the axis, and marked when there are few of them. ``title``: e.g. the
+    model, the dataset and the final test accuracy. Returns the Matplotlib ``Figure``.
     """
     if len(history.epoch) == 0:
         raise ValueError("plot_history: the history has no epochs to plot")
-    fig, axes = _figure(1, 3, (13.0, 3.8))
-    ep = history.epoch
+    ep = list(history.epoch)
+    lrs = [float(v) for v in history.lr]
+    lr_changes = max(lrs) != min(lrs)
+    fig, axes = _figure(1, 3 if lr_changes else 2, (13.0 if lr_changes else 9.0, 3.8))
+    style = {"marker": "o", "ms": 4} if len(ep) <= FEW_EPOCHS else {}
     panels = (
         ("loss", history.train_loss, history.val_loss),
         ("accuracy", history.train_accuracy, history.val_accuracy),
     )
     for ax, (name, train, val) in zip(axes[0][:2], panels, strict=True):
-        ax.plot(ep, train, marker="o", ms=3, label=f"train {name}")
+        ax.plot(ep, train, label=f"train {name}", **style)
         if any(v == v for v in val):  # any non-NaN validation value
-            ax.plot(ep, val, marker="o", ms=3, label=f"validation {name}")
-        _epoch_axis(ax)
+            ax.plot(ep, val, label=f"validation {name}", **style)
+        _epoch_axis(ax, ep)
         ax.set_ylabel(name)
         ax.legend()
-    ax = axes[0][2]
-    ax.plot(ep, history.lr, marker="o", ms=3, color="tab:green")
-    _epoch_axis(ax)
-    ax.set_ylabel("learning rate")
-    if min(history.lr) > 0 and max(history.lr) / min(history.lr) > 20:
-        ax.set_yscale("log")
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
+    if lr_changes:
+        ax = axes[0][2]
+        ax.plot(ep, lrs, color="tab:green", **style)
+        _epoch_axis(ax, ep)
+        ax.set_ylabel("learning rate")
+        if min(lrs) > 0 and max(lrs) / min(lrs) > 20:
+            ax.set_yscale("log")
+    else:
+        constant = f"learning rate {lrs[0]:g} throughout"
+        title = f"{title}\n{constant}" if title else constant
+    fig.suptitle(title)
+    return fig
 
 
 # Figures for the notebooks ---------------------------------------------------------------

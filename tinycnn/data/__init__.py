@@ -6,6 +6,7 @@
                         mean=(0.1307,), std=(0.3081,), transform=RandomCrop(28, padding=2))
 """
 
+from tinycnn.data import download  # the module (callable, for the function's old name)
 from tinycnn.data.augment import (
     Compose,
     Cutout,
@@ -25,7 +26,13 @@ from tinycnn.data.dataset import (
     DatasetWarning,
     train_val_split,
 )
-from tinycnn.data.download import DownloadError, check_file, data_root, download, file_digest
+from tinycnn.data.download import (
+    DownloadError,
+    check_file,
+    data_root,
+    download_file,
+    file_digest,
+)
 from tinycnn.data.loader import DataLoader, compute_mean_std
 from tinycnn.data.mnist import (
     MNIST,
@@ -59,6 +66,7 @@ __all__ = [
     "compute_mean_std",
     "data_root",
     "download",
+    "download_file",
     "file_digest",
     "load_embedded_mnist",
     "load_mnist",

@@ -28,14 +28,16 @@ from tinycnn.data.dataset import (
     DatasetWarning,
     train_val_split,
 )
-from tinycnn.data.download import DownloadError, data_root, download, manual_fix
+from tinycnn.data.download import DownloadError, data_root, download_file, manual_fix
 
 __all__ = ["CIFAR10", "parse_cifar_batch", "train_val_split"]
 
 RECORD = 1 + 3 * 32 * 32
+BATCH_RECORDS = 10_000
 ARCHIVE = "cifar-10-binary.tar.gz"
 ARCHIVE_URLS = ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",)
 ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+ARCHIVE_SIZE = 170_052_171
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILE = "test_batch.bin"
 PARTIAL_TEST = ("partial-test", "test_batch_first1000.bin", "test_labels.bin")
@@ -61,6 +63,13 @@ def parse_cifar_batch(raw: bytes, source: str = "<bytes>") -> tuple[np.ndarray, 
                                  "expected 0..9")
     images = records[:, 1:].reshape(-1, 3, 32, 32).copy()
     return images, labels
+
+
+def _check_batch_size(size: int, source: str) -> None:
+    """Refuse a batch larger than any real one before reading it into memory."""
+    if size > BATCH_RECORDS * RECORD:
+        raise DatasetFormatError(f"{source}: {size:,} bytes, more than the {BATCH_RECORDS:,} "
+                                 "records of a CIFAR-10 batch; not a CIFAR-10 binary batch")
 
 
 class CIFAR10(ArrayDataset):
@@ -98,7 +107,9 @@ class CIFAR10(ArrayDataset):
                 super().__init__(*partial)
                 return
         if raws is None:
-            raise DatasetNotFoundError(self._not_found_message(names))
+            raise DatasetNotFoundError(
+                self._not_found_message(names), dataset="cifar10", folder=self.root / "cifar-10",
+                missing=[ARCHIVE], searched=self.search_dirs)
         parts = [parse_cifar_batch(raw, src) for src, raw in raws]
         super().__init__(np.concatenate([p[0] for p in parts]),
                          np.concatenate([p[1] for p in parts]))
@@ -111,6 +122,8 @@ class CIFAR10(ArrayDataset):
         for folder in self.search_dirs:
             if all((folder / n).is_file() for n in names):
                 self.source = str(folder)
+                for n in names:
+                    _check_batch_size((folder / n).stat().st_size, str(folder / n))
                 return [(str(folder / n), (folder / n).read_bytes()) for n in names]
         for archive in self._archives():
             try:
@@ -118,6 +131,8 @@ class CIFAR10(ArrayDataset):
                     # Members are read by name, never extracted: no archive path is trusted.
                     members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
                     if all(n in members for n in names):
+                        for n in names:
+                            _check_batch_size(members[n].size, f"{archive}:{members[n].name}")
                         self.source = str(archive)
                         return [(f"{archive}:{members[n].name}",
                                  tar.extractfile(members[n]).read()) for n in names]
@@ -158,9 +173,12 @@ class CIFAR10(ArrayDataset):
     def _fetch_archive(self) -> None:
         dest = self.root / "cifar-10" / ARCHIVE
         try:
-            download(ARCHIVE_URLS, dest, md5=ARCHIVE_MD5)
+            download_file(ARCHIVE_URLS, dest, md5=ARCHIVE_MD5, size=ARCHIVE_SIZE)
         except DownloadError as exc:
-            raise DatasetNotFoundError(f"CIFAR-10 could not be downloaded:\n{exc}") from exc
+            raise DatasetNotFoundError(
+                f"CIFAR-10 could not be downloaded:\n{exc}", dataset="cifar10",
+                folder=self.root / "cifar-10", missing=[ARCHIVE],
+                searched=self.search_dirs, download_error=exc) from exc
 
     def _not_found_message(self, names: tuple[str, ...]) -> str:
         split = "training" if self.train else "test"

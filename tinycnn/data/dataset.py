@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,26 @@ class DatasetFormatError(ValueError):
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The files of a dataset are not where tinycnn looked; the message says where to put them."""
+    """The files of a dataset are not where tinycnn looked; the message says where to put them.
+
+    Besides the message (worded for Python users), the attributes let a front end such as
+    the command line word its own advice: ``dataset`` (``"mnist"``, ``"fashion-mnist"``,
+    ``"cifar10"``), ``folder`` (where the files belong), ``missing`` (file names),
+    ``searched`` (folders looked in) and ``download_error`` (the failed download, if one was
+    tried).
+    """
+
+    def __init__(self, message: str, *, dataset: str | None = None, folder: Any = None,
+                 missing: Sequence[str] = (), searched: Sequence[Any] = (),
+                 download_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.folder = folder
+        self.missing = list(missing)
+        self.searched = list(searched)
+        self.download_error = download_error
+
+    __str__ = BaseException.__str__  # OSError's own would print the args tuple's first item
 
 
 class DatasetWarning(UserWarning):

@@ -1,11 +1,17 @@
 """Checked, atomic downloads with mirrors, and the folder datasets live in.
 
-``download(urls, dest, md5=...)`` tries each URL in order (the canonical host first,
-then mirrors). Every attempt streams into a hidden temporary file next to ``dest``,
+``download_file(urls, dest, md5=..., size=...)`` tries each URL in order (the canonical
+host first, then mirrors). Every attempt streams into a hidden temporary file next to ``dest``,
 checks the checksum, and only then renames it onto ``dest`` (``os.replace`` is atomic
 on one file system). A failed or corrupt attempt is deleted and retried once; when
 every source fails, :class:`DownloadError` says which file to put where, so an
-offline machine can be set up by hand. No partial file is ever left behind.
+offline machine can be set up by hand. No partial file is ever left behind. With ``size``
+known, an answer that grows past it (plus a small margin) is cut off, so a wrong or
+hostile server cannot fill the disk.
+
+The function used to be called ``download``, the name of this module: this module is
+callable, so ``from tinycnn.data import download; download(urls, dest)`` still works,
+while ``import tinycnn.data.download`` gives the module.
 
 Tests pass ``file://`` URLs, or an ``opener`` of their own; nothing here needs the
 network to be tested.
@@ -16,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import sys
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -83,14 +91,32 @@ def check_file(path: str | os.PathLike, md5: str | None = None, sha256: str | No
     return want is None or file_digest(path, want[0]) == want[1]
 
 
+def size_cap(size: int | None) -> int | None:
+    """The most bytes accepted for a file of known ``size``: the size plus 1 % and 64 KiB."""
+    return None if size is None else size + size // 100 + (64 << 10)
+
+
+class TooLargeError(DownloadError):
+    """An answer larger than the file it should be (a wrong address, or a hostile server)."""
+
+
 def _fetch_once(url: str, dest: Path, want: tuple[str, str] | None, opener: Opener,
-                timeout: float) -> None:
+                timeout: float, cap: int | None) -> None:
     """Stream ``url`` into a temp file beside ``dest``, verify it, rename it into place."""
     # atomic_write removes the temp file on any error, Ctrl-C included: no partial file.
     with atomic_write(dest) as out:
         h = hashlib.new(want[0]) if want else None
         with opener(url, timeout=timeout) as response:
+            announced = _content_length(response)
+            if cap is not None and announced is not None and announced > cap:
+                raise TooLargeError(f"{url} announces {announced:,} bytes; {dest.name} has at "
+                                    f"most {cap:,}")
+            received = 0
             for chunk in iter(lambda: response.read(CHUNK), b""):
+                received += len(chunk)
+                if cap is not None and received > cap:
+                    raise TooLargeError(f"{url} sent more than {cap:,} bytes; {dest.name} is "
+                                        "smaller: stopped")
                 out.write(chunk)
                 if h is not None:
                     h.update(chunk)
@@ -98,6 +124,15 @@ def _fetch_once(url: str, dest: Path, want: tuple[str, str] | None, opener: Open
             raise DownloadError(
                 f"checksum mismatch for {url}: {want[0]} {h.hexdigest()}, expected {want[1]}"
             )
+
+
+def _content_length(response: Any) -> int | None:
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _default_opener(url: str, timeout: float) -> Any:
@@ -119,12 +154,13 @@ def manual_fix(files: Sequence[tuple[str, Sequence[str], str | None]], folder: P
     return "\n".join(lines)
 
 
-def download(
+def download_file(
     urls: str | Sequence[str],
     dest: str | os.PathLike,
     md5: str | None = None,
     sha256: str | None = None,
     *,
+    size: int | None = None,
     retries: int = 1,
     timeout: float = 60.0,
     opener: Opener | None = None,
@@ -133,38 +169,59 @@ def download(
     """Download ``dest`` from the first URL that works and passes the checksum.
 
     ``urls``: one URL or the canonical URL followed by mirrors. ``md5`` / ``sha256``:
-    the expected digest (sha256 wins when both are given). Each URL gets ``1 + retries``
-    attempts, except after an HTTP 4xx answer, which a retry would not change. A
-    ``dest`` that already matches the checksum is kept and nothing is fetched.
-    ``opener(url, timeout=...)`` returns a binary file-like object (default: urllib).
+    the expected digest (sha256 wins when both are given). ``size``: the file's size in
+    bytes when known; an answer larger than :func:`size_cap` of it is stopped. Each URL
+    gets ``1 + retries`` attempts, except after an HTTP 4xx answer or an oversized one,
+    which a retry would not change. A ``dest`` that already matches the checksum is kept
+    and nothing is fetched. ``opener(url, timeout=...)`` returns a binary file-like object
+    (default: urllib). ``verbose`` prints each attempt, saying which ones are retries.
 
     Raises :class:`DownloadError` naming every attempt and what to put where by hand.
     """
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if not url_list:
-        raise ValueError("download() needs at least one URL")
+        raise ValueError("download_file() needs at least one URL")
     dest = Path(dest)
     want = _expected(md5, sha256)
     if check_file(dest, md5, sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     opener = opener or _default_opener
-    failures = []
-    for url in url_list:
+    failures: list[str] = []
+    last = ""
+    for number, url in enumerate(url_list):
         for attempt in range(1 + retries):
-            try:
-                if verbose:
+            if verbose:
+                if attempt:
+                    print(f"tinycnn: retry {attempt} of {retries} for {url} (the last attempt "
+                          f"failed: {last})")
+                elif number:
+                    print(f"tinycnn: trying mirror {url} -> {dest}")
+                else:
                     print(f"tinycnn: downloading {url} -> {dest}")
-                _fetch_once(url, dest, want, opener, timeout)
+            try:
+                _fetch_once(url, dest, want, opener, timeout, size_cap(size))
                 return dest
             # HTTPException: a connection cut mid-body (IncompleteRead) is no OSError, but
             # a retry or a mirror can still succeed.
             except (OSError, urllib.error.URLError, http.client.HTTPException, DownloadError,
                     ValueError) as exc:
-                failures.append(f"  {url} (attempt {attempt + 1}): {type(exc).__name__}: {exc}")
-                if isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500:
+                last = f"{type(exc).__name__}: {exc}"
+                failures.append(f"  {url} (attempt {attempt + 1}): {last}")
+                if isinstance(exc, TooLargeError) or (
+                        isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500):
                     break
     attempts = f"could not download {dest.name}; every source failed:\n" + "\n".join(failures)
     raise DownloadError(
         attempts + "\n" + manual_fix([(dest.name, url_list, md5)], dest.parent), attempts
     )
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``tinycnn.data.download(...)``, the function's old name, keep working."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return download_file(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -15,8 +15,9 @@ import gzip
 import os
 import warnings
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from tinycnn.data.dataset import (
     DatasetNotFoundError,
     DatasetWarning,
 )
-from tinycnn.data.download import DownloadError, data_root, download, manual_fix
+from tinycnn.data.download import DownloadError, data_root, download_file, manual_fix
 
 IDX_IMAGES = 2051
 IDX_LABELS = 2049
@@ -35,18 +36,48 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 EMBEDDED_PATH = Path(__file__).resolve().parent / "embedded" / "mnist_subset.npz"
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """A file's bytes, gunzipped when it is gzip data (told by its magic, not its name)."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetFormatError(f"{path}: broken gzip data ({exc}); delete it and fetch it "
-                                 "again") from exc
+# Deflate shrinks data at most about 1,032-fold: a .gz whose header announces more than
+# this many bytes per compressed byte cannot hold what it promises.
+_MAX_GZIP_RATIO = 1100
+
+
+def _idx_header(first4: bytes, source: str, magic: int | None) -> tuple[np.dtype, int]:
+    """Check the 4 magic bytes; return the element dtype and the number of dimensions."""
+    if len(first4) < 4:
+        raise DatasetFormatError(f"{source}: {len(first4)} bytes is too short for an IDX header")
+    got_magic = int.from_bytes(first4[:4], "big")
+    type_code, ndim = first4[2], first4[3]
+    if magic is not None and got_magic != magic:
+        raise DatasetFormatError(
+            f"{source}: IDX magic number {got_magic} (0x{got_magic:08x}), expected {magic} "
+            f"(0x{magic:08x}); this is not an IDX "
+            f"{'image' if magic == IDX_IMAGES else 'label'} file"
+        )
+    if first4[:2] != b"\x00\x00" or type_code not in _IDX_TYPES or ndim == 0:
+        raise DatasetFormatError(f"{source}: not an IDX file (magic 0x{got_magic:08x})")
+    return np.dtype(_IDX_TYPES[type_code]), ndim
+
+
+def _idx_dims(raw: bytes, ndim: int, source: str) -> tuple[int, ...]:
+    if len(raw) < 4 * ndim:
+        raise DatasetFormatError(f"{source}: truncated IDX header ({4 + len(raw)} of "
+                                 f"{4 + 4 * ndim} bytes)")
+    return tuple(int.from_bytes(raw[4 * i: 4 * i + 4], "big") for i in range(ndim))
+
+
+def _check_item_shape(dims: tuple[int, ...], item_shape: Sequence[int] | None,
+                      source: str) -> None:
+    if item_shape is not None and tuple(dims[1:]) != tuple(item_shape):
+        raise DatasetFormatError(
+            f"{source}: items of shape {tuple(dims[1:])}, expected {tuple(item_shape)}; the file "
+            "holds another dataset than its name says"
+        )
+
+
+def _size_mismatch(source: str, dims: tuple[int, ...], expected: int, body: int) -> str:
+    what = "truncated" if body < expected else "too long"
+    return (f"{source}: {what}: the header says shape {dims} ({expected} bytes of data) but "
+            f"the file holds {body} bytes after the header")
 
 
 def parse_idx(raw: bytes, source: str = "<bytes>", magic: int | None = None) -> np.ndarray:
@@ -56,44 +87,81 @@ def parse_idx(raw: bytes, source: str = "<bytes>", magic: int | None = None) -> 
     Raises :class:`DatasetFormatError` for a bad magic, a short header, or a body whose
     size differs from what the header promises.
     """
-    if len(raw) < 4:
-        raise DatasetFormatError(f"{source}: {len(raw)} bytes is too short for an IDX header")
-    got_magic = int.from_bytes(raw[:4], "big")
-    type_code, ndim = raw[2], raw[3]
-    if magic is not None and got_magic != magic:
-        raise DatasetFormatError(
-            f"{source}: IDX magic number {got_magic} (0x{got_magic:08x}), expected {magic} "
-            f"(0x{magic:08x}); this is not an IDX "
-            f"{'image' if magic == IDX_IMAGES else 'label'} file"
-        )
-    if raw[:2] != b"\x00\x00" or type_code not in _IDX_TYPES or ndim == 0:
-        raise DatasetFormatError(f"{source}: not an IDX file (magic 0x{got_magic:08x})")
+    dtype, ndim = _idx_header(raw[:4], source, magic)
+    dims = _idx_dims(raw[4: 4 + 4 * ndim], ndim, source)
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetFormatError(f"{source}: truncated IDX header ({len(raw)} of {header} bytes)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_TYPES[type_code])
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     body = len(raw) - header
     if body != expected:
-        what = "truncated" if body < expected else "too long"
-        raise DatasetFormatError(
-            f"{source}: {what}: the header says shape {dims} ({expected} bytes of data) but "
-            f"the file holds {body} bytes after the header"
-        )
+        raise DatasetFormatError(_size_mismatch(source, dims, expected, body))
     arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
-def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
-    """Read an IDX file, gzipped or not; see :func:`parse_idx`."""
-    return parse_idx(read_bytes(path), str(path), magic)
+def _read_exactly(stream: IO[bytes], n: int) -> bytearray:
+    """Up to ``n`` bytes in 1 MiB reads: never more memory than the header announced."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        count = stream.readinto(view[got: got + (1 << 20)])  # type: ignore[attr-defined]
+        if not count:
+            break
+        got += count
+    del view
+    del buf[got:]
+    return buf
+
+
+def read_idx(path: str | os.PathLike, magic: int | None = None,
+             item_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Read an IDX file, gzipped or not (told by its magic bytes, not its name).
+
+    The header is checked before the body is read, and the body is streamed into an array
+    of the size the header announces, never more: a corrupt or hostile file fails fast
+    without inflating gigabytes. ``item_shape``: the shape every item must have (e.g.
+    ``(28, 28)``), checked from the header too. Raises :class:`DatasetFormatError`.
+    """
+    path = Path(path)
+    source = str(path)
+    file_size = path.stat().st_size
+    with open(path, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        try:
+            stream: IO[bytes] = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
+            dtype, ndim = _idx_header(stream.read(4), source, magic)
+            dims = _idx_dims(stream.read(4 * ndim), ndim, source)
+            _check_item_shape(dims, item_shape, source)
+            expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+            header = 4 + 4 * ndim
+            if not compressed and file_size - header != expected:
+                raise DatasetFormatError(_size_mismatch(source, dims, expected,
+                                                        file_size - header))
+            if compressed and expected > _MAX_GZIP_RATIO * file_size + (1 << 20):
+                raise DatasetFormatError(
+                    f"{source}: truncated: the header says shape {dims} ({expected:,} bytes of "
+                    f"data), more than a {file_size:,}-byte gzip file can hold")
+            body = _read_exactly(stream, expected)
+            extra = len(stream.read(1)) if len(body) == expected else 0
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DatasetFormatError(f"{path}: broken gzip data ({exc}); delete it and fetch it "
+                                     "again") from exc
+    if len(body) != expected or extra:
+        got = len(body) + extra
+        raise DatasetFormatError(_size_mismatch(source, dims, expected, got) +
+                                 (" or more" if extra else ""))
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike,
-                  num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, 1, H, W)`` uint8 and labels ``(N,)`` int64 from an IDX pair, cross-checked."""
-    images = read_idx(images_path, IDX_IMAGES)
+                  num_classes: int = 10,
+                  image_shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 1, H, W)`` uint8 and labels ``(N,)`` int64 from an IDX pair, cross-checked.
+
+    ``image_shape``: the ``(H, W)`` every image must have, or None for any.
+    """
+    images = read_idx(images_path, IDX_IMAGES, image_shape)
     labels = read_idx(labels_path, IDX_LABELS)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DatasetFormatError(f"{images_path}: expected uint8 images (N, H, W), got "
@@ -133,9 +201,11 @@ class _IDXDataset(ArrayDataset):
     """Shared loading logic of MNIST-format datasets."""
 
     name = ""
+    cli_name = ""
     folder = ""
     urls: tuple[str, ...] = ()
     md5s: dict[str, str] = {}
+    sizes: dict[str, int] = {}
 
     def __init__(
         self,
@@ -166,7 +236,10 @@ class _IDXDataset(ArrayDataset):
             missing = [stem for p, stem in zip(found, stems, strict=True) if p is None]
             message = self._not_found_message(missing, problem)
             if fallback != "embedded":
-                raise DatasetNotFoundError(message)
+                raise DatasetNotFoundError(
+                    message, dataset=self.cli_name, folder=self.root / self.folder,
+                    missing=[s + ".gz" for s in missing], searched=self.search_dirs,
+                    download_error=problem)
             warnings.warn(
                 f"{message}\nUsing the embedded MNIST subset instead (10,000 training / "
                 f"2,000 test images): results are not comparable with full-MNIST figures.",
@@ -175,7 +248,8 @@ class _IDXDataset(ArrayDataset):
             images, labels = load_embedded_mnist(train)
             self.source = "embedded"
         else:
-            images, labels = load_idx_pair(*found, num_classes=len(self.classes))
+            images, labels = load_idx_pair(*found, num_classes=len(self.classes),
+                                           image_shape=(28, 28))
             self.source = str(found[0].parent)
         super().__init__(images, labels)
 
@@ -192,8 +266,9 @@ class _IDXDataset(ArrayDataset):
         return None
 
     def _download(self, filename: str) -> Path:
-        return download([u + filename for u in self.urls], self.root / self.folder / filename,
-                        md5=self.md5s[filename])
+        return download_file([u + filename for u in self.urls],
+                             self.root / self.folder / filename, md5=self.md5s[filename],
+                             size=self.sizes.get(filename))
 
     def _not_found_message(self, missing: list[str], problem: Exception | None) -> str:
         split = "training" if self.train else "test"
@@ -225,6 +300,7 @@ class MNIST(_IDXDataset):
     """
 
     name = "MNIST"
+    cli_name = "mnist"
     folder = "mnist"
     classes = [str(d) for d in range(10)]
     urls = (
@@ -237,12 +313,19 @@ class MNIST(_IDXDataset):
         "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
     }
+    sizes = {
+        "train-images-idx3-ubyte.gz": 9_912_422,
+        "train-labels-idx1-ubyte.gz": 28_881,
+        "t10k-images-idx3-ubyte.gz": 1_648_877,
+        "t10k-labels-idx1-ubyte.gz": 4_542,
+    }
 
 
 class FashionMNIST(_IDXDataset):
     """Zalando's Fashion-MNIST, same format and shapes as :class:`MNIST` (no embedded subset)."""
 
     name = "Fashion-MNIST"
+    cli_name = "fashion-mnist"
     folder = "fashion-mnist"
     classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot"]
@@ -255,6 +338,12 @@ class FashionMNIST(_IDXDataset):
         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }
+    sizes = {
+        "train-images-idx3-ubyte.gz": 26_421_880,
+        "train-labels-idx1-ubyte.gz": 29_515,
+        "t10k-images-idx3-ubyte.gz": 4_422_102,
+        "t10k-labels-idx1-ubyte.gz": 5_148,
     }
 
 

@@ -20,7 +20,7 @@ Index arithmetic is done in 64 bits wherever a product of sizes can pass 2**31 (
 column matrix of a large batch does). The kernels are compiled by CuPy on first use and
 cached on disk (``~/.cupy/kernel_cache``).
 
-This module imports CuPy at import time; :func:`tinycnn.backend.kernels` only loads it
+This module imports CuPy at import time; :func:`tinycnn.fast.kernels_for` only loads it
 for CuPy arrays, so importing tinycnn never needs CuPy.
 """
 
