@@ -106,7 +106,8 @@ def test_gradcheck_dropout2d(shape, p, training, seed):
 
 @pytest.mark.parametrize("p", [-0.1, 1.5])
 def test_invalid_p(p):
-    with pytest.raises(ValueError, match=r"Dropout p .*\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"Dropout: p \(the probability of dropping a value\) "
+                                         r"must be in \[0.0, 1.0\]"):
         Dropout(p)
 
 
