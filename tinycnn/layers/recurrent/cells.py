@@ -242,7 +242,9 @@ class _Cell(Module):
 
 
 class RNNCell(_Cell):
-    """One step of an Elman RNN (PyTorch's ``RNNCell``): ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
+    """One step of an Elman RNN (PyTorch's ``RNNCell``).
+
+    ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
 
     Shapes: x ``(N, input_size)``, h and h' ``(N, hidden_size)``; act is ``tanh`` or
     ``relu`` (``nonlinearity``). ``h=None`` starts from zeros.
@@ -257,7 +259,9 @@ class RNNCell(_Cell):
                  nonlinearity: str = "tanh", dtype: Any = np.float32,
                  rng: np.random.Generator | None = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError(
+                f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
+            )
         super().__init__(input_size, hidden_size, bias, dtype, rng)
         self.nonlinearity = nonlinearity
 

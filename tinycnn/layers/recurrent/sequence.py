@@ -224,7 +224,10 @@ class _Recurrent(Module):
                     dh = gd[t] if dstate[0] is None else gd[t] + dstate[0]
                     dx_t, dstate, grads = self._step_backward((dh, *dstate[1:]), cache)
                     dx[t] += dx_t
-                    sums = grads if sums is None else tuple(a + b for a, b in zip(sums, grads))
+                    if sums is None:
+                        sums = grads
+                    else:
+                        sums = tuple(a + b for a, b in zip(sums, grads, strict=True))
                 for j, s in enumerate(dstate):
                     if s is not None:
                         grad_hx[j][i] = s
