@@ -93,14 +93,38 @@ class SoftmaxCrossEntropy(Loss):
     L = -(1/N) sum_n sum_k t_nk log p_nk,  p = softmax(logits).
     Backward: dL/dlogits = (p * sum_k t_k - t) / N * grad, i.e. (p - t) / N * grad when
     each target row sums to 1.
+
+    Sequences: logits ``(N, T, K)`` with labels ``(N, T)`` are read as ``N*T`` rows (class
+    axis last, unlike PyTorch's ``(N, K, T)``); the gradient comes back as ``(N, T, K)``.
+    Rows whose label is ``ignore_index`` (PyTorch's default -100, e.g. padding) count
+    neither in the sum nor in N, and get a zero gradient.
     """
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100) -> None:
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
+        self.ignore_index = int(ignore_index)
         self.probs = None
         self.t = None
+        self.shape = None
+        self.count = 0
+
+    def _rows(self, logits: Any, target: Any) -> tuple[Any, Any, Any]:
+        """Sequence logits ``(N, T, K)`` as rows ``(N*T, K)``; labels equal to
+        ``ignore_index`` replaced by 0, with the mask of the rows that count."""
+        self.shape = getattr(logits, "shape", None)
+        if getattr(logits, "ndim", 0) == 3 and hasattr(target, "shape"):
+            if tuple(target.shape) == tuple(logits.shape[:2]):
+                target = target.reshape(-1)
+            elif tuple(target.shape) == tuple(logits.shape):
+                target = target.reshape(-1, logits.shape[2])
+            logits = logits.reshape(-1, logits.shape[2])
+        keep = None
+        if hasattr(target, "dtype") and target.dtype.kind in "iu":
+            keep = target != self.ignore_index
+            target = backend.get_array_module(target).where(keep, target, 0)
+        return logits, target, keep
 
     def _targets(self, logits: Any, target: Any) -> Any:
         """The dense target matrix ``(N, K)``, smoothing applied, in the logits' dtype."""
@@ -140,6 +164,7 @@ class SoftmaxCrossEntropy(Loss):
         )
 
     def forward(self, logits: Any, target: Any) -> Any:
+        logits, target, keep = self._rows(logits, target)
         if not hasattr(logits, "ndim") or logits.ndim != 2 or logits.dtype.kind != "f":
             got = (
                 f"shape {tuple(logits.shape)}, dtype {logits.dtype}"
@@ -150,8 +175,11 @@ class SoftmaxCrossEntropy(Loss):
                 f"SoftmaxCrossEntropy expected floating-point logits (N, K), got {got}"
             )
         t = self._targets(logits, target)
+        if keep is not None:
+            t = t * keep[:, None].astype(t.dtype)
         logp = log_softmax(logits, axis=1)
-        n = logits.shape[0]
+        n = logits.shape[0] if keep is None else int(keep.sum())
+        self.count = n
         loss = -(t * logp).sum() / max(n, 1)
         self._check_finite(loss)
         self.probs = backend.get_array_module(logp).exp(logp)
@@ -160,12 +188,14 @@ class SoftmaxCrossEntropy(Loss):
 
     def backward(self, grad: Any = 1.0) -> Any:
         self._need_cache(self.probs, self.t)
-        n = max(self.probs.shape[0], 1)
+        n = max(self.count, 1)
         row_mass = self.t.sum(axis=1, keepdims=True)
-        return (self.probs * row_mass - self.t) * (_scale(grad, self.probs.dtype) / n)
+        dx = (self.probs * row_mass - self.t) * (_scale(grad, self.probs.dtype) / n)
+        return dx.reshape(self.shape)
 
     def __repr__(self) -> str:
-        return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"
+        ignore = "" if self.ignore_index == -100 else f", ignore_index={self.ignore_index}"
+        return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing}{ignore})"
 
 
 class MSELoss(Loss):
