@@ -115,10 +115,13 @@ class SoftmaxCrossEntropy(Loss):
         ``ignore_index`` replaced by 0, with the mask of the rows that count."""
         self.shape = getattr(logits, "shape", None)
         if getattr(logits, "ndim", 0) == 3 and hasattr(target, "shape"):
-            if tuple(target.shape) == tuple(logits.shape[:2]):
-                target = target.reshape(-1)
-            elif tuple(target.shape) == tuple(logits.shape):
-                target = target.reshape(-1, logits.shape[2])
+            if tuple(target.shape) not in (tuple(logits.shape[:2]), tuple(logits.shape)):
+                raise LayerInputError(
+                    f"SoftmaxCrossEntropy expected labels (N, T) = {tuple(logits.shape[:2])} or "
+                    f"soft targets of the shape of the sequence logits (N, T, K) = "
+                    f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+                )
+            target = target.reshape(-1, *target.shape[2:])
             logits = logits.reshape(-1, logits.shape[2])
         keep = None
         if hasattr(target, "dtype") and target.dtype.kind in "iu":
