@@ -255,6 +255,11 @@ def test_bad_constructor_arguments(build, message):
         build()
 
 
+def test_dropout_with_one_layer_warns_as_in_pytorch():
+    with pytest.warns(UserWarning, match="does nothing with num_layers=1"):
+        GRU(3, 4, dropout=0.2)
+
+
 def test_repr_reads_like_pytorch():
     assert repr(LSTM(3, 4, num_layers=2, batch_first=True, dropout=0.5)) == (
         "LSTM(3, 4, num_layers=2, batch_first=True, dropout=0.5)")

@@ -22,6 +22,7 @@ initial state (``h_0``, or ``(h_0, c_0)`` for LSTM; zeros when none was given) i
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,13 @@ class _Recurrent(Module):
         self.dropout = check_float(name, "dropout", dropout, 0.0, 1.0)
         self.bidirectional = check_bool(name, "bidirectional", bidirectional)
         self.num_directions = 2 if bidirectional else 1
+        if self.dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"{name}: dropout is applied between layers, so dropout={dropout} does nothing "
+                "with num_layers=1",
+                UserWarning,
+                stacklevel=3,
+            )
         # dropout masks between layers come from this generator (seedable, as in Dropout)
         self.rng = np.random.default_rng(seed)
         init_rng = rng if rng is not None else np.random.default_rng()
