@@ -147,18 +147,38 @@ class _Recurrent(Module):
         return (grad_state,)
 
     # --- forward and BPTT -------------------------------------------------------------
-    @_notes_output_only
-    def forward(self, x: Any, hx: Any = None) -> tuple[Any, Any]:
+    def _prepare(self, x: Any, hx: Any) -> tuple[Any, tuple[Any, ...]]:
+        """Check the input; return it time-major ``(T, N, I)`` and the initial states."""
         layout = "(N, T, input_size)" if self.batch_first else "(T, N, input_size)"
         check_input(self, x, 3, layout, channels=self.input_size, channel_axis=2,
                     what="features (input_size)")
-        xp = backend.get_array_module(x)
-        seq = x.transpose(1, 0, 2) if self.batch_first else x  # time-major: (T, N, I)
-        steps, n = seq.shape[0], seq.shape[1]
-        if steps == 0:
+        seq = x.transpose(1, 0, 2) if self.batch_first else x
+        if seq.shape[0] == 0:
             raise LayerInputError(f"{self._name()} expected at least one time step, got shape "
                                   f"{tuple(x.shape)}")
-        hx0 = self._split_hx(hx, x, n)
+        return seq, self._split_hx(hx, x, seq.shape[1])
+
+    def _drop(self, out: Any, k: int) -> tuple[Any, Any]:
+        """Dropout on the output of layer ``k`` (training, all but the last layer)."""
+        if not (self.training and self.dropout > 0 and k < self.num_layers - 1):
+            return out, None
+        keep = self.rng.random(out.shape, dtype=np.float32) >= self.dropout
+        mask = backend.to_device(keep, backend.device_of(out)).astype(out.dtype)
+        if self.dropout < 1.0:
+            mask *= 1.0 / (1.0 - self.dropout)
+        return out * mask, mask
+
+    def _finish(self, out: Any, h_n: list[Any]) -> tuple[Any, Any]:
+        """``(output, h_n)`` in the caller's layout; notes the output for backward's check."""
+        output = out.transpose(1, 0, 2) if self.batch_first else out
+        object.__setattr__(self, "_out_meta", _output_meta(output))
+        return output, self._pack_state(tuple(h_n))
+
+    @_notes_output_only
+    def forward(self, x: Any, hx: Any = None) -> tuple[Any, Any]:
+        seq, hx0 = self._prepare(x, hx)  # seq time-major: (T, N, I)
+        xp = backend.get_array_module(x)
+        steps, n = seq.shape[0], seq.shape[1]
         h_n = [xp.empty_like(s) for s in hx0]
         caches: list[list[list[Any]]] = []
         masks: list[Any] = []
@@ -180,21 +200,11 @@ class _Recurrent(Module):
                 outs.append(ys)
                 layer_caches.append(step_caches)
             out = outs[0] if len(outs) == 1 else xp.concatenate(outs, axis=2)
-            mask = None
-            if self.training and self.dropout > 0 and k < self.num_layers - 1:
-                keep = self.rng.random(out.shape, dtype=np.float32) >= self.dropout
-                mask = backend.to_device(keep, backend.device_of(out)).astype(out.dtype)
-                if self.dropout < 1.0:
-                    mask *= 1.0 / (1.0 - self.dropout)
-                out = out * mask
+            inp, mask = self._drop(out, k)
             masks.append(mask)
             caches.append(layer_caches)
-            inp = out
         self.caches, self.masks = caches, masks
-        output = inp.transpose(1, 0, 2) if self.batch_first else inp
-        result = (output, self._pack_state(tuple(h_n)))
-        object.__setattr__(self, "_out_meta", _output_meta(output))
-        return result
+        return self._finish(inp, h_n)
 
     def backward(self, grad_output: Any, grad_state: Any = None) -> Any:
         """BPTT: the gradient of the input; that of the initial state goes to ``grad_hx``.
@@ -204,17 +214,10 @@ class _Recurrent(Module):
         """
         self._need_cache(self.caches)
         xp = backend.get_array_module(grad_output)
-        g = grad_output.transpose(1, 0, 2) if self.batch_first else grad_output
+        g, dstate_n = self._grads_in(grad_output, grad_state)
         steps, n = g.shape[0], g.shape[1]
-        shape = (self.num_layers * self.num_directions, n, self.hidden_size)
-        dstate_n = []
-        for j, gs in enumerate(self._unpack_grad_state(grad_state)):
-            if gs is None:
-                dstate_n.append(None)
-            else:
-                check_state(self, gs, shape, grad_output, f"the gradient of the final state {j}")
-                dstate_n.append(gs)
-        grad_hx = [xp.zeros(shape, dtype=g.dtype) for _ in dstate_n]
+        grad_hx = [xp.zeros((self.num_layers * self.num_directions, n, self.hidden_size),
+                            dtype=g.dtype) for _ in dstate_n]
         for k in reversed(range(self.num_layers)):
             if self.masks[k] is not None:
                 g = g * self.masks[k]
@@ -245,6 +248,17 @@ class _Recurrent(Module):
             g = dx
         self.grad_hx = self._pack_state(tuple(grad_hx))
         return g.transpose(1, 0, 2) if self.batch_first else g
+
+    def _grads_in(self, grad_output: Any, grad_state: Any) -> tuple[Any, list[Any]]:
+        """``grad_output`` time-major, and the checked gradients of the final states."""
+        g = grad_output.transpose(1, 0, 2) if self.batch_first else grad_output
+        shape = (self.num_layers * self.num_directions, g.shape[1], self.hidden_size)
+        dstate_n = []
+        for j, gs in enumerate(self._unpack_grad_state(grad_state)):
+            if gs is not None:
+                check_state(self, gs, shape, grad_output, f"the gradient of the final state {j}")
+            dstate_n.append(gs)
+        return g, dstate_n
 
     def _clear_cache(self) -> None:
         self.caches = None
