@@ -8,9 +8,9 @@ each figure is the median of ``--repeats`` blocks after one warm-up step each.
     python benchmarks/lstm_speed.py                  # batch 64, sequence 100, hidden 256
     python benchmarks/lstm_speed.py --repeats 3 --seq 20
 
-Prints milliseconds per step for each side and the ratio tinycnn / PyTorch. tinycnn runs
-its reference layer (``accelerate`` changes nothing for LSTM: it has no fast twin).
-Without PyTorch only the tinycnn column is printed.
+Prints milliseconds per step for each side and the ratio tinycnn / PyTorch: ``tinycnn``
+is the accelerated layer (the twin in ``tinycnn/fast/recurrent.py``), ``reference`` the
+readable loop (``--no-reference`` skips it). Without PyTorch that column is left out.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # tinycnn first: its thread defaults (OPENBLAS_THREAD_TIMEOUT) must precede NumPy's import
 import tinycnn  # noqa: E402, I001
 import numpy as np  # noqa: E402
+import tinycnn.fast.recurrent  # noqa: E402, F401  (registers the recurrent twins)
 from tinycnn.layers.recurrent import LSTM  # noqa: E402
 from tinycnn.optim import SGD  # noqa: E402
 
 
-def tinycnn_step(args: argparse.Namespace) -> Callable[[], None]:
+def tinycnn_step(args: argparse.Namespace, fast: bool = True) -> Callable[[], None]:
     rng = np.random.default_rng(0)
-    lstm = tinycnn.accelerate(LSTM(args.input_size, args.hidden, rng=rng))
+    lstm = tinycnn.accelerate(LSTM(args.input_size, args.hidden, rng=rng), fast)
     opt = SGD(lstm.parameters(), lr=0.01)
     x = rng.standard_normal((args.seq, args.batch, args.input_size)).astype(np.float32)
     g = rng.standard_normal((args.seq, args.batch, args.hidden)).astype(np.float32)
@@ -86,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5, help="timed blocks per side")
     parser.add_argument("--min-block", type=float, default=0.5, help="seconds per block")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the (slower) reference loop")
     args = parser.parse_args(argv)
 
     sides = {"tinycnn": tinycnn_step(args)}
+    if not args.no_reference:
+        sides["reference"] = tinycnn_step(args, fast=False)
     if importlib.util.find_spec("torch") is not None:
         sides["pytorch"] = torch_step(args)
     else:
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.input_size}, hidden {args.hidden}, float32, {os.cpu_count()} CPUs, "
           f"median of {args.repeats}")
     for name, ms in medians.items():
-        print(f"  {name:8s} {ms:9.1f} ms")
+        print(f"  {name:9s} {ms:9.1f} ms")
     if "pytorch" in medians:
         print(f"  ratio tinycnn / pytorch: {medians['tinycnn'] / medians['pytorch']:.2f}")
     return 0
