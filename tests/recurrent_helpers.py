@@ -56,11 +56,10 @@ class CellWithState(Module):
         return self.cell(x, (self.h.data, self.c.data))
 
     def backward(self, grad: Any) -> Any:
+        dx = self.cell.backward(grad)
         if self.c is None:
-            dx, dh = self.cell.backward(grad)
-            self.h.accumulate(dh)
+            self.h.accumulate(self.cell.grad_hx)
         else:
-            dx, (dh, dc) = self.cell.backward(grad)
-            self.h.accumulate(dh)
-            self.c.accumulate(dc)
+            self.h.accumulate(self.cell.grad_hx[0])
+            self.c.accumulate(self.cell.grad_hx[1])
         return dx

@@ -97,6 +97,31 @@ def test_gradcheck_without_initial_state(kind):
     gradcheck(OutputOnly(), rng.standard_normal((6, 2, 3)), tol=TOL)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck_runs_on_layers_and_cells_directly(kind):
+    """backward also takes one pair shaped like forward's result, as gradcheck hands it."""
+    rng = np.random.default_rng(8)
+    layer = KINDS[kind](input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
+                        dtype=np.float64, rng=rng)
+    gradcheck(layer, rng.standard_normal((5, 2, 3)), tol=TOL, max_entries=100)
+    cell = CELLS[kind](input_size=3, hidden_size=4, dtype=np.float64, rng=rng)
+    gradcheck(cell, rng.standard_normal((2, 3)), tol=TOL)
+
+
+def test_backward_forms_agree_and_none_means_unused():
+    rng = np.random.default_rng(9)
+    lstm = LSTM(3, 4, dtype=np.float64, rng=rng)
+    x = rng.standard_normal((5, 2, 3))
+    out, (h_n, _) = lstm(x)
+    g_h = rng.standard_normal(h_n.shape)
+    dx_two = lstm.backward(np.zeros_like(out), (g_h, None))
+    lstm.zero_grad()
+    dx_pair = lstm.backward((None, (g_h, None)))  # a model that reads only h_n
+    np.testing.assert_array_equal(dx_two, dx_pair)
+    with pytest.raises(LayerInputError, match="as one pair .* or as two arguments, not both"):
+        lstm.backward((out, None), (g_h, None))
+
+
 def test_dropout_is_off_in_eval_and_on_the_last_layer():
     rng = np.random.default_rng(0)
     layer = LSTM(3, 4, num_layers=2, dropout=1.0, dtype=np.float64, rng=rng)
@@ -116,6 +141,8 @@ def test_gradcheck_catches_a_wrong_gradient_of_a_second_output():
         def backward(self, grad):
             dh, dc = grad
             return super().backward((dh, None if dc is None else 0.5 * dc))
+
+    gradcheck(LSTMCell(3, 4, dtype=np.float64, rng=rng), rng.standard_normal((2, 3)), tol=TOL)
 
     model = CellWithState(BrokenCell(3, 4, dtype=np.float64, rng=rng), n=2, rng=rng)
     with pytest.raises(GradcheckError):

@@ -143,11 +143,8 @@ def test_cell_matches_pytorch(kind, bias, nonlinearity):
     sum((to * torch.from_numpy(g)).sum() for to, g in zip(touts, grads, strict=True)).backward()
     for o, to in zip(outs, touts, strict=True):
         assert_close(o, to, "output")
-    if lstm:
-        dx, dstates = ours.backward(tuple(grads))
-    else:
-        dx, dh = ours.backward(grads[0])
-        dstates = (dh,)
+    dx = ours.backward(tuple(grads) if lstm else grads[0])
+    dstates = ours.grad_hx if lstm else (ours.grad_hx,)
     assert_close(dx, tx.grad, "input gradient")
     for g, ts in zip(dstates, tstates, strict=True):
         assert_close(g, ts.grad, "state gradient")

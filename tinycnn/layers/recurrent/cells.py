@@ -211,6 +211,7 @@ class _Cell(Module):
         self.bias_ih = Parameter(uniform_init((gh,), hidden_size, rng, dtype)) if bias else None
         self.bias_hh = Parameter(uniform_init((gh,), hidden_size, rng, dtype)) if bias else None
         self.cache = None
+        self.grad_hx = None  # gradient of the incoming state, set by backward
 
     def _weights(self) -> Weights:
         return (self.weight_ih.data, self.weight_hh.data,
@@ -251,8 +252,8 @@ class RNNCell(_Cell):
 
     Backward, with ``g = dL/dh'``: ``da = g * act'(a)`` (``1 - h'^2`` for tanh,
     ``[h' > 0]`` for relu), ``dx = da W_ih``, ``dh = da W_hh``, ``dW_ih = da^T x``,
-    ``dW_hh = da^T h``, ``db_ih = db_hh = sum_n da``. ``backward(g)`` returns
-    ``(dx, dh)``: the gradients of both inputs of the step.
+    ``dW_hh = da^T h``, ``db_ih = db_hh = sum_n da``. ``backward(g)`` returns ``dx`` and
+    leaves ``dh`` in ``grad_hx`` (as the sequence layers do).
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
@@ -272,11 +273,11 @@ class RNNCell(_Cell):
         h_new, self.cache = rnn_step(x, h, self._weights(), self.nonlinearity)
         return h_new
 
-    def backward(self, grad_h: Any) -> tuple[Any, Any]:
+    def backward(self, grad_h: Any) -> Any:
         self._need_cache(self.cache)
-        dx, dh, grads = rnn_step_backward(grad_h, self.cache)
+        dx, self.grad_hx, grads = rnn_step_backward(grad_h, self.cache)
         self._accumulate(grads)
-        return dx, dh
+        return dx
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
@@ -295,8 +296,8 @@ class LSTMCell(_Cell):
     ``da_i = dc_total g i(1 - i)``, ``da_f = dc_total c f(1 - f)``,
     ``da_g = dc_total i (1 - g^2)``, ``da_o = dh' tanh(c') o(1 - o)``, ``dc = dc_total f``;
     then ``dx = da W_ih``, ``dh = da W_hh``, ``dW_ih = da^T x``, ``dW_hh = da^T h``,
-    ``db = sum_n da``. ``backward((dh', dc'))`` (either may be None) returns
-    ``(dx, (dh, dc))``.
+    ``db = sum_n da``. ``backward((dh', dc'))`` (either may be None) returns ``dx`` and
+    leaves ``(dh, dc)`` in ``grad_hx``.
     """
 
     gates = 4
@@ -315,12 +316,13 @@ class LSTMCell(_Cell):
         h_new, c_new, self.cache = lstm_step(x, h, c, self._weights())
         return h_new, c_new
 
-    def backward(self, grad: Any) -> tuple[Any, tuple[Any, Any]]:
+    def backward(self, grad: Any) -> Any:
         self._need_cache(self.cache)
         dh_new, dc_new = grad
         dx, dh, dc, grads = lstm_step_backward(dh_new, dc_new, self.cache)
         self._accumulate(grads)
-        return dx, (dh, dc)
+        self.grad_hx = (dh, dc)
+        return dx
 
 
 class GRUCell(_Cell):
@@ -336,7 +338,7 @@ class GRUCell(_Cell):
     ``da_r = da_n v_n r(1 - r)``, ``da_z = g (h - n) z(1 - z)``; with
     ``du = [da_r, da_z, da_n]`` and ``dv = [da_r, da_z, r da_n]``: ``dx = du W_ih``,
     ``dh = g z + dv W_hh``, ``dW_ih = du^T x``, ``dW_hh = dv^T h``, ``db_ih = sum_n du``,
-    ``db_hh = sum_n dv``. ``backward(g)`` returns ``(dx, dh)``.
+    ``db_hh = sum_n dv``. ``backward(g)`` returns ``dx`` and leaves ``dh`` in ``grad_hx``.
     """
 
     gates = 3
@@ -348,8 +350,8 @@ class GRUCell(_Cell):
         h_new, self.cache = gru_step(x, h, self._weights())
         return h_new
 
-    def backward(self, grad_h: Any) -> tuple[Any, Any]:
+    def backward(self, grad_h: Any) -> Any:
         self._need_cache(self.cache)
-        dx, dh, grads = gru_step_backward(grad_h, self.cache)
+        dx, self.grad_hx, grads = gru_step_backward(grad_h, self.cache)
         self._accumulate(grads)
-        return dx, dh
+        return dx

@@ -12,12 +12,15 @@ Calling and differentiating::
     lstm = LSTM(input_size=8, hidden_size=16, num_layers=2, batch_first=True)
     out, (h_n, c_n) = lstm(x)                  # x (N, T, 8): out (N, T, 16), h_n (2, N, 16)
     dx = lstm.backward(d_out)                  # gradient of out only
-    dx = lstm.backward(d_out, (dh_n, dc_n))    # and of the final states (either may be None)
+    dx = lstm.backward(d_out, (dh_n, dc_n))    # and of the final states (any may be None)
+    dx = lstm.backward((d_out, (dh_n, dc_n)))  # the same, shaped like forward's result
     lstm.grad_hx                               # (dh_0, dc_0): gradient of the initial state
 
 ``backward(grad_output, grad_state=None)`` returns the input gradient; the gradient of the
 initial state (``h_0``, or ``(h_0, c_0)`` for LSTM; zeros when none was given) is left in
-``grad_hx``.
+``grad_hx``. ``grad_output=None`` means the output sequence was not used (a model that
+reads only ``h_n``). The one-argument form mirrors what forward returned, so code that
+hands every output its gradient (``tinycnn.gradcheck``) works unchanged.
 """
 
 from __future__ import annotations
@@ -39,14 +42,22 @@ from tinycnn.layers.recurrent.cells import (
     rnn_step_backward,
     uniform_init,
 )
-from tinycnn.module import LayerInputError, Module, Parameter, _output_meta, check_input
+from tinycnn.module import (
+    LayerInputError,
+    Module,
+    Parameter,
+    _check_grad,
+    _output_meta,
+    check_input,
+)
 
 
 def _notes_output_only(forward: Any) -> Any:
-    """Mark ``forward`` as recording its own output for :class:`Module`'s gradient check.
+    """Mark ``forward`` as one that :class:`Module` should not wrap to note its output.
 
-    Module would record the whole ``(output, h_n)`` tuple; the sequence layers' backward
-    takes the gradient of ``output`` as its first argument and checks ``grad_state`` itself.
+    Module would check backward's first argument against the whole ``(output, h_n)``
+    tuple; the sequence layers take either form (see the module docstring) and check the
+    gradients themselves, in ``_grads_in``.
     """
     forward._records_output = True
     return forward
@@ -108,6 +119,7 @@ class _Recurrent(Module):
         self.caches = None  # caches[k][d]: one cache per time step, in the order run
         self.masks = None  # dropout mask applied to the output of layer k (or None)
         self.grad_hx = None
+        self.output_meta = None  # shape and dtype of the last output, checked in backward
 
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse")[: self.num_directions]
@@ -171,7 +183,7 @@ class _Recurrent(Module):
     def _finish(self, out: Any, h_n: list[Any]) -> tuple[Any, Any]:
         """``(output, h_n)`` in the caller's layout; notes the output for backward's check."""
         output = out.transpose(1, 0, 2) if self.batch_first else out
-        object.__setattr__(self, "_out_meta", _output_meta(output))
+        self.output_meta = _output_meta(output)
         return output, self._pack_state(tuple(h_n))
 
     @_notes_output_only
@@ -251,6 +263,17 @@ class _Recurrent(Module):
 
     def _grads_in(self, grad_output: Any, grad_state: Any) -> tuple[Any, list[Any]]:
         """``grad_output`` time-major, and the checked gradients of the final states."""
+        if isinstance(grad_output, (tuple, list)):
+            if grad_state is not None or len(grad_output) != 2:
+                raise LayerInputError(
+                    f"{self._name()}.backward takes (grad_output, grad_state) as one pair "
+                    "shaped like forward's result, or as two arguments, not both"
+                )
+            grad_output, grad_state = grad_output
+        if grad_output is None:  # only the final state was used
+            xp = backend.get_array_module(self.weight_hh_l0.data)
+            grad_output = xp.zeros(self.output_meta.shape, dtype=self.output_meta.dtype)
+        grad_output = _check_grad(self, grad_output, self.output_meta)
         g = grad_output.transpose(1, 0, 2) if self.batch_first else grad_output
         shape = (self.num_layers * self.num_directions, g.shape[1], self.hidden_size)
         dstate_n = []
