@@ -310,7 +310,9 @@ class RNN(_Recurrent):
     ``batch_first``), optional ``h_0 (num_layers * D, N, hidden_size)``; returns
     ``(output, h_n)`` with output ``(T, N, D * hidden_size)``, the last layer's ``h_t``
     for every t (both directions side by side). ``dropout`` drops the outputs of every
-    layer but the last in training.
+    layer but the last in training. tinycnn's additions: ``dtype`` of the parameters,
+    ``rng`` (the generator of the initialisation) and ``seed`` (of the dropout masks).
+    Unlike PyTorch, a 2-D unbatched input is not accepted: add a batch axis of 1.
 
     Backward (BPTT): step t receives ``dL/dh_t`` from the output at t plus what step t+1
     sent back; :func:`~tinycnn.layers.recurrent.cells.rnn_step_backward` turns it into
