@@ -262,6 +262,12 @@ def test_bad_inputs_are_clear_errors():
         RNNCell(3, 4)(np.zeros((2, 5), dtype=np.float32))
     with pytest.raises(LayerInputError, match=r"LSTMCell expected the state as a pair"):
         LSTMCell(3, 4)(np.zeros((2, 3), dtype=np.float32), np.zeros((2, 4), np.float32))
+    cell = LSTMCell(3, 4)
+    cell(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(LayerInputError, match=r"LSTMCell.backward expected a tuple of 2"):
+        cell.backward(np.zeros((2, 4), np.float32))
+    with pytest.raises(LayerInputError, match=r"shape \(2, 4\) \(output 1\)"):
+        cell.backward((None, np.zeros((3, 4), np.float32)))
 
 
 @pytest.mark.parametrize(
