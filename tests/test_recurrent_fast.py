@@ -66,8 +66,11 @@ def test_twin_equals_reference(name, build, options, dtype):
     g_out = g_out.astype(dtype)
     g_states = tuple(rng.standard_normal(shape).astype(dtype) for _ in states)
     g_state = g_states if lstm else g_states[0]
+    inputs = [a.copy() for a in (x, g_out, *states, *g_states)]
     ours = _run(reference, x, hx, g_out, g_state)
     theirs = _run(fast, x, hx, g_out, g_state)
+    for before, after in zip(inputs, (x, g_out, *states, *g_states), strict=True):
+        np.testing.assert_array_equal(before, after, err_msg="an argument was changed in place")
     for what, a, b in zip(("output", "final state", "dx", "initial-state gradient"),
                           ours[:4], theirs[:4], strict=True):
         for u, v in zip(_leaves(a), _leaves(b), strict=True):
