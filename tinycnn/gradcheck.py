@@ -5,7 +5,10 @@ The analytic gradients of a layer's hand-written ``backward`` are compared with
     dL/dθ_i ≈ (L(θ + ε e_i) - L(θ - ε e_i)) / (2ε),   with  L = sum(forward(x) * G)
 
 where ``G`` is a *random* upstream gradient: a plain sum (``G = 1``) would hide bugs, e.g.
-through BatchNorm, whose input gradient under a plain sum is exactly zero.
+through BatchNorm, whose input gradient under a plain sum is exactly zero. A module whose
+forward returns a tuple (an LSTM cell's ``(h, c)``) gets one random gradient per output,
+``L = sum_j sum(out_j * G_j)``, and its ``backward`` receives the tuple ``(G_1, G_2, ...)``
+(nested as the outputs are).
 
 The error of one array is ``max|analytic - numeric| / max(max|analytic|, max|numeric|)``,
 a relative error that stays meaningful where single entries are near zero. When both
@@ -77,6 +80,29 @@ def _generators(module: Any) -> list[np.random.Generator]:
     return found
 
 
+def _random_like(out: Any, rng: np.random.Generator) -> Any:
+    """A standard-normal array shaped like ``out``, or a tuple of them for a tuple output."""
+    if isinstance(out, (tuple, list)):
+        return tuple(_random_like(o, rng) for o in out)
+    return rng.standard_normal(np.shape(out))
+
+
+def _weighted_sum(out: Any, upstream: Any, host: Any) -> float:
+    """``sum(out * G)``, summed over the outputs of a tuple."""
+    if isinstance(upstream, tuple):
+        if not isinstance(out, (tuple, list)) or len(out) != len(upstream):
+            raise TypeError("gradcheck: the module's output changed structure between calls")
+        return sum(_weighted_sum(o, u, host) for o, u in zip(out, upstream, strict=True))
+    return float(np.sum(host(out) * upstream))
+
+
+def _to_device(upstream: Any, device: str) -> Any:
+    """The upstream gradient(s) on ``device``; a 0-d gradient as a Python float."""
+    if isinstance(upstream, tuple):
+        return tuple(_to_device(u, device) for u in upstream)
+    return backend.to_device(upstream, device) if np.ndim(upstream) else float(upstream)
+
+
 def gradcheck(
     module: Any,
     x: Any,
@@ -123,16 +149,15 @@ def gradcheck(
         return np.asarray(backend.to_device(a, "cpu"), dtype=np.float64)
 
     out = run(x)
-    upstream = rng.standard_normal(np.shape(out))
+    upstream = _random_like(out, rng)
 
     def objective(inp: np.ndarray) -> float:
-        return float(np.sum(host(run(inp)) * upstream))
+        return _weighted_sum(run(inp), upstream, host)
 
     if isinstance(m, Module):
         m.zero_grad()
     run(x)
-    grad_x = m.backward(backend.to_device(upstream, device) if np.ndim(upstream)
-                        else float(upstream))
+    grad_x = m.backward(_to_device(upstream, device))
 
     def numeric_at(array: Any, flat_idx: np.ndarray, eval_with: Any) -> np.ndarray:
         num = np.empty(len(flat_idx))

@@ -117,14 +117,40 @@ class SoftmaxCrossEntropy(Loss):
     the loss and gradient stay finite (with soft targets too, where PyTorch gives NaN).
     With label smoothing every class has ``t_nk > 0`` and the loss is inf, as in PyTorch,
     which raises ``FloatingPointError`` like any non-finite loss.
+    Sequences: logits ``(N, T, K)`` with labels ``(N, T)`` are read as ``N*T`` rows (class
+    axis last, unlike PyTorch's ``(N, K, T)``); the gradient comes back as ``(N, T, K)``.
+    Rows whose label is ``ignore_index`` (PyTorch's default -100, e.g. padding) count
+    neither in the sum nor in N, and get a zero gradient.
     """
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100) -> None:
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
+        self.ignore_index = int(ignore_index)
         self.probs = None
         self.t = None
+        self.shape = None
+        self.count = 0
+
+    def _rows(self, logits: Any, target: Any) -> tuple[Any, Any, Any]:
+        """Sequence logits ``(N, T, K)`` as rows ``(N*T, K)``; labels equal to
+        ``ignore_index`` replaced by 0, with the mask of the rows that count."""
+        self.shape = getattr(logits, "shape", None)
+        if getattr(logits, "ndim", 0) == 3 and hasattr(target, "shape"):
+            if tuple(target.shape) not in (tuple(logits.shape[:2]), tuple(logits.shape)):
+                raise LayerInputError(
+                    f"SoftmaxCrossEntropy expected labels (N, T) = {tuple(logits.shape[:2])} or "
+                    f"soft targets of the shape of the sequence logits (N, T, K) = "
+                    f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+                )
+            target = target.reshape(-1, *target.shape[2:])
+            logits = logits.reshape(-1, logits.shape[2])
+        keep = None
+        if hasattr(target, "dtype") and target.dtype.kind in "iu":
+            keep = target != self.ignore_index
+            target = backend.get_array_module(target).where(keep, target, 0)
+        return logits, target, keep
 
     def _targets(self, logits: Any, target: Any) -> Any:
         """The dense target matrix ``(N, K)``, smoothing applied, in the logits' dtype."""
@@ -164,6 +190,7 @@ class SoftmaxCrossEntropy(Loss):
         )
 
     def forward(self, logits: Any, target: Any) -> Any:
+        logits, target, keep = self._rows(logits, target)
         if not hasattr(logits, "ndim") or logits.ndim != 2 or logits.dtype.kind != "f":
             got = (
                 f"shape {tuple(logits.shape)}, dtype {logits.dtype}"
@@ -175,8 +202,11 @@ class SoftmaxCrossEntropy(Loss):
             )
         t = self._targets(logits, target)
         xp = backend.get_array_module(logits)
+        if keep is not None:
+            t = t * keep[:, None].astype(t.dtype)
         logp = log_softmax(logits, axis=1)
-        n = logits.shape[0]
+        n = logits.shape[0] if keep is None else int(keep.sum())
+        self.count = n
         # A class with target weight 0 adds nothing, even when its log-probability is -inf
         # (a masked logit): 0 * -inf would be NaN.
         with numpy.errstate(over="ignore"):  # an inf loss is reported just below
@@ -188,12 +218,14 @@ class SoftmaxCrossEntropy(Loss):
 
     def backward(self, grad: Any = 1.0) -> Any:
         self._need_cache(self.probs, self.t)
-        n = max(self.probs.shape[0], 1)
+        n = max(self.count, 1)
         row_mass = self.t.sum(axis=1, keepdims=True)
-        return (self.probs * row_mass - self.t) * (_scale(grad, self.probs.dtype) / n)
+        dx = (self.probs * row_mass - self.t) * (_scale(grad, self.probs.dtype) / n)
+        return dx.reshape(self.shape)
 
     def __repr__(self) -> str:
-        return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"
+        ignore = "" if self.ignore_index == -100 else f", ignore_index={self.ignore_index}"
+        return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing}{ignore})"
 
 
 class MSELoss(Loss):

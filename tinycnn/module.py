@@ -149,8 +149,8 @@ class Module:
     def backward(self, grad_out: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
-    def __call__(self, x: Any) -> Any:
-        return self.forward(x)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
 
     def _need_cache(self, *values: Any) -> None:
         """Raise a clear error when backward runs with nothing cached by forward."""
@@ -447,33 +447,26 @@ def _checks_grad(backward: Callable[..., Any]) -> Callable[..., Any]:
     return check_grad_then_backward
 
 
-def _check_grad(module: Module, grad: Any, meta: Any) -> Any:
+def _check_grad(module: Module, grad: Any, meta: Any, which: str = "") -> Any:
     """``grad`` in the dtype of the output ``meta``, or :class:`LayerInputError` when it
     does not fit (another shape, not floating point, another device).
 
     A floating gradient of another precision is cast to the output's, as PyTorch does.
+    Tuple outputs (nested ones too, such as an LSTM's ``(out, (h, c))``) take a tuple of
+    gradients of the same structure; ``None`` stands for an output that was not used.
     """
-    if meta is None:  # no forward yet (the layer says so itself) or a non-array output
+    if meta is None or grad is None:  # no forward yet (the layer says so), or unused
         return grad
     name = f"{module._name()}.backward"
-    single = isinstance(meta, _ArrayMeta)
-    if single:
-        meta = (meta,)
-        grads: tuple[Any, ...] = (grad,)
-    else:
-        if not isinstance(grad, (tuple, list)) or len(grad) != len(meta):
-            raise LayerInputError(
-                f"{name} expected a tuple of {len(meta)} gradients, one per output of the "
-                f"last forward, got {type(grad).__name__}"
-            )
-        grads = tuple(grad)
-    checked = []
-    for i, (g, m) in enumerate(zip(grads, meta, strict=True)):
-        if m is not None and g is not None:
-            g = _check_one_grad(module, name, g, m, f" (output {i})" if len(meta) > 1 else "")
-        checked.append(g)
-    if single:
-        return checked[0]
+    if isinstance(meta, _ArrayMeta):
+        return _check_one_grad(module, name, grad, meta, which)
+    if not isinstance(grad, (tuple, list)) or len(grad) != len(meta):
+        raise LayerInputError(
+            f"{name} expected a tuple of {len(meta)} gradients{which}, one per output of the "
+            f"last forward, got {type(grad).__name__}"
+        )
+    checked = [_check_grad(module, g, m, f"{which} (output {i})")
+               for i, (g, m) in enumerate(zip(grad, meta, strict=True))]
     if hasattr(grad, "_fields"):  # a named tuple, such as GoogLeNet's outputs
         return type(grad)(*checked)
     return tuple(checked) if isinstance(grad, tuple) else checked

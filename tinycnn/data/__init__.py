@@ -42,11 +42,13 @@ from tinycnn.data.mnist import (
     parse_idx,
     read_idx,
 )
+from tinycnn.data.sequences import CharVocab, load_sunspots, load_text
 
 __all__ = [
     "CIFAR10",
     "MNIST",
     "ArrayDataset",
+    "CharVocab",
     "Compose",
     "Cutout",
     "DataLoader",
@@ -70,6 +72,8 @@ __all__ = [
     "file_digest",
     "load_embedded_mnist",
     "load_mnist",
+    "load_sunspots",
+    "load_text",
     "parse_cifar_batch",
     "parse_idx",
     "read_idx",

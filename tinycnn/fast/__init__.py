@@ -8,12 +8,13 @@ exists only for speed lives here, and the layers never import it::
     model = tinycnn.accelerate(model, False)   # back to the reference layers
 
 ``accelerate`` changes the class of each ``Conv2D``, ``MaxPool2D``, ``AvgPool2D``,
-``BatchNorm1D/2D``, ``ReLU`` and ``Sequential`` in the model to its twin (a subclass; the
-``Sequential`` twin folds a ``ReLU -> MaxPool2D`` pair's backward into one pass). A twin keeps the
-layer's parameters, buffers, state-dict keys, caches and name, and computes the same
-results (float32 tolerance; ``tests/test_equality.py`` runs every layer and zoo model both
-ways) with the Numba kernels on the CPU (:mod:`tinycnn.fast.numba_cpu`) or the CUDA
-kernels on the GPU (:mod:`tinycnn.fast.cuda`). Other layers run their reference code.
+``BatchNorm1D/2D``, ``ReLU``, ``Sequential``, ``RNN``, ``LSTM`` and ``GRU`` in the model to
+its twin (a subclass; the ``Sequential`` twin runs a ``ReLU -> MaxPool2D`` pair as one
+pass each way, the recurrent twins make the input projections of all steps one product).
+A twin keeps the layer's parameters, buffers, state-dict keys, caches and name, and
+computes the same results (float32 tolerance; ``tests/test_equality.py`` runs every layer
+and zoo model both ways) with the Numba kernels on the CPU (:mod:`tinycnn.fast.numba_cpu`)
+or the CUDA kernels on the GPU (:mod:`tinycnn.fast.cuda`). Other layers run their reference code.
 Measured on a 2-core CPU, a SimpleConvNet training step runs about 5-6x faster
 accelerated than in reference mode (``benchmarks/speed.py`` prints the ratio).
 
@@ -65,7 +66,7 @@ def _reference_name(self: Any) -> str:
 
 def _register_twins() -> None:
     """Import the modules that define twins (each registers itself with ``twin_of``)."""
-    from tinycnn.fast import conv, graph, layers  # noqa: F401
+    from tinycnn.fast import conv, graph, layers, recurrent  # noqa: F401
 
 
 def accelerate(model: Any, enabled: bool = True, *, input_grad: bool = True) -> Any:
