@@ -5,7 +5,8 @@ kernel per pass instead of several NumPy passes over the array (the reference ma
 builds a ``(N, C, OH, OW, kH*kW)`` window array; the kernel reads each input once).
 It keeps the reference's caches (``argmax``, ``x_shape``, ``xhat``, ``y``), so backward
 works whichever of the two ran forward, and falls back to the reference code where
-:func:`tinycnn.fast.kernels_for` says so.
+:func:`tinycnn.fast.kernels_for` says so, and for pooling options the kernels lack
+(a ``ceil_mode`` window past the padded edge, ``count_include_pad=False`` with padding).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ class FastMaxPool2D(MaxPool2D):
     """:class:`~tinycnn.layers.pool.MaxPool2D` with one kernel per pass."""
 
     out = None  # the output of the last forward (for backward_through_relu)
+    ran_kernel = False  # whether the last forward ran the kernel (backward follows it)
 
     def forward(self, x: Any) -> Any:
         k = kernels_for(x)
-        if k is None:
+        self.ran_kernel = k is not None and not self.has_overhang(x.shape)
+        if not self.ran_kernel:
             self.out = None
             return super().forward(x)
         self._check(x)
@@ -41,11 +44,14 @@ class FastMaxPool2D(MaxPool2D):
         """``self(relu(x))`` in one kernel pass over ``x``; ``relu`` keeps ``x`` and makes
         its output only if something reads it. Every cache is what the two layers would
         hold after running one after the other (tests/test_equality.py compares)."""
+        if self.has_overhang(x.shape):  # no kernel for this window: the two layers in turn
+            return self.forward(relu.forward(x))
         relu.defer(x)
         self._check(x)
         kh, kw = self.kernel_size
         self.out, self.argmax = kernels_for(x).maxpool2d_forward(
             x, kh, kw, self.stride, self.padding, relu=True)
+        self.ran_kernel = True
         self.x_shape = x.shape
         object.__setattr__(self, "_out_meta", _output_meta(self.out))
         return self.out
@@ -54,7 +60,7 @@ class FastMaxPool2D(MaxPool2D):
         """dL/dx; with ``through_relu`` (only after a forward whose input was a ReLU's
         output, on the CPU kernels) the gradient through that ReLU too, in one pass."""
         k = kernels_for(grad_out)
-        if k is None:
+        if k is None or not self.ran_kernel:
             return super().backward(grad_out)
         self._need_cache(self.argmax, self.x_shape)
         kh, kw = self.kernel_size
@@ -65,15 +71,25 @@ class FastMaxPool2D(MaxPool2D):
     def _clear_cache(self) -> None:
         super()._clear_cache()
         self.out = None
+        self.__dict__.pop("ran_kernel", None)  # back to the class default
 
 
 @twin_of(AvgPool2D)
 class FastAvgPool2D(AvgPool2D):
     """:class:`~tinycnn.layers.pool.AvgPool2D` with one kernel per pass."""
 
+    ran_kernel = False  # whether the last forward ran the kernel (backward follows it)
+
+    def _kernel_fits(self, x_shape: tuple[int, ...]) -> bool:
+        """The kernel divides every window by kH*kW: right unless a window holds padding
+        that must not count, or a ``ceil_mode`` overhang."""
+        return not self.has_overhang(x_shape) and (
+            self.count_include_pad or self.padding == (0, 0))
+
     def forward(self, x: Any) -> Any:
         k = kernels_for(x)
-        if k is None:
+        self.ran_kernel = k is not None and self._kernel_fits(x.shape)
+        if not self.ran_kernel:
             return super().forward(x)
         self._check(x)
         kh, kw = self.kernel_size
@@ -82,11 +98,15 @@ class FastAvgPool2D(AvgPool2D):
 
     def backward(self, grad_out: Any) -> Any:
         k = kernels_for(grad_out)
-        if k is None:
+        if k is None or not self.ran_kernel:
             return super().backward(grad_out)
         self._need_cache(self.x_shape)
         kh, kw = self.kernel_size
         return k.avgpool2d_backward(grad_out, self.x_shape, kh, kw, self.stride, self.padding)
+
+    def _clear_cache(self) -> None:
+        super()._clear_cache()
+        self.__dict__.pop("ran_kernel", None)  # back to the class default
 
 
 class _FastBatchNorm(_BatchNorm):
