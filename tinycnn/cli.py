@@ -44,7 +44,8 @@ OPTIMIZERS = {  # name: default learning rate
     "rmsprop": 1e-3,
     "adagrad": 1e-2,
 }
-SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "plateau")
+SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "plateau", "onecycle", "poly",
+             "restarts")
 
 
 class UsageError(ValueError):
@@ -305,6 +306,19 @@ def _make_schedule(args: argparse.Namespace, optimizer: Any, steps: int) -> Any:
         if args.warmup:
             raise UsageError("--warmup cannot be combined with --schedule plateau")
         return S.ReduceLROnPlateau(optimizer, factor=0.1, patience=2)
+    elif args.schedule == "onecycle":  # --lr is the peak; the cycle has its own warmup
+        if args.warmup:
+            raise UsageError("--warmup cannot be combined with --schedule onecycle "
+                             "(its first 30% is a warmup)")
+        momentum = hasattr(optimizer, "betas") or getattr(optimizer, "momentum", 0) > 0
+        return S.OneCycleLR(optimizer, max_lr=optimizer.lr, epochs=args.epochs,
+                            steps_per_epoch=steps, cycle_momentum=momentum)
+    elif args.schedule == "poly":
+        after = S.PolynomialLR(optimizer, total_iters=main_epochs, power=1.0,
+                               steps_per_epoch=steps)
+    elif args.schedule == "restarts":
+        after = S.CosineAnnealingWarmRestarts(optimizer, T_0=max(main_epochs // 3, 1),
+                                              steps_per_epoch=steps)
     if args.warmup:
         return S.LinearWarmup(optimizer, args.warmup, after, steps_per_epoch=steps)
     return after
