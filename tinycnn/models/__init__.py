@@ -3,6 +3,7 @@
 from tinycnn.models.alexnet import alexnet
 from tinycnn.models.densenet import densenet121, densenet_cifar
 from tinycnn.models.googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
+from tinycnn.models.inception import Inception3, InceptionOutputs, inception_v3
 from tinycnn.models.mobilenet import (
     mobilenet_v1,
     mobilenet_v1_cifar,
@@ -30,6 +31,9 @@ __all__ = [
     "densenet121",
     "densenet_cifar",
     "googlenet",
+    "Inception3",
+    "InceptionOutputs",
+    "inception_v3",
     "mobilenet_v1",
     "mobilenet_v1_cifar",
     "mobilenet_v2",
