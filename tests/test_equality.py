@@ -130,6 +130,10 @@ ZOO = [
     ("resnet18", {"num_classes": 10}, (2, 3, 64, 64)),
     ("resnext50_32x4d", {"num_classes": 10}, (2, 3, 64, 64)),
     ("googlenet", {"num_classes": 10}, (2, 3, 64, 64)),
+    ("alexnet_paper_cifar", {}, (2, 3, 32, 32)),
+    # 107, not the smallest 75: at 75 Mixed_7 is 1x1, and a training-mode BatchNorm over
+    # 2 values per channel leaves the 8th digit to round-off
+    ("inception_v3", {"num_classes": 10, "aux_logits": False}, (2, 3, 107, 107)),
 ]
 
 

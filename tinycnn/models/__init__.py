@@ -1,6 +1,6 @@
 """Ready-made networks. Each builder takes ``num_classes`` and a ``seed`` for its weights."""
 
-from tinycnn.models.alexnet import alexnet
+from tinycnn.models.alexnet import alexnet, alexnet_paper, alexnet_paper_cifar
 from tinycnn.models.densenet import densenet121, densenet_cifar
 from tinycnn.models.googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
 from tinycnn.models.inception import Inception3, InceptionOutputs, inception_v3
@@ -28,6 +28,8 @@ __all__ = [
     "GoogLeNet",
     "GoogLeNetOutputs",
     "alexnet",
+    "alexnet_paper",
+    "alexnet_paper_cifar",
     "densenet121",
     "densenet_cifar",
     "googlenet",
