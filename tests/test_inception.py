@@ -5,6 +5,8 @@ recipe built with the Trainer."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -266,7 +268,11 @@ def test_matches_torchvisions_layout_in_torch_at_75(aux, mode):
 
 
 @needs_torch
-@pytest.mark.slow  # about a minute: a float64 forward and backward at 299x299, both sides
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TINYCNN_SLOW"),
+                    reason="Inception v3 in float64 at 299x299 (the auxiliary head's smallest "
+                           "input), both sides, takes about 30 s on 2 cores: set "
+                           "TINYCNN_SLOW=1 to run it")
 def test_matches_torch_with_the_auxiliary_head_at_299():
     _compare(True, "train", 299)
 
