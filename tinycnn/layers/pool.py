@@ -93,6 +93,9 @@ def window_counts(size: int, k: int, stride: int, pad: int, ceil_mode: bool,
 class _Pool2D(Module):
     """Shared window bookkeeping of :class:`MaxPool2D` and :class:`AvgPool2D`."""
 
+    ceil_mode = False  # class defaults: layers pickled before these options still load
+    count_include_pad = True
+
     def __init__(
         self, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
         ceil_mode: bool = False,
