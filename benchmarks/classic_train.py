@@ -1,4 +1,5 @@
-"""Train a small CIFAR-10 MobileNet v2 and a small DenseNet for one epoch each.
+"""Train a small CIFAR-10 MobileNet v2, a small DenseNet and the paper's AlexNet at CIFAR
+size for one epoch each.
 
     python benchmarks/classic_train.py                      # full epoch: 45k train, 5k val
     python benchmarks/classic_train.py --limit 512          # smoke run on a subset
@@ -39,6 +40,8 @@ MODELS = {
     "mobilenet_v2_cifar": lambda seed: models.mobilenet_v2_cifar(width_mult=0.5, seed=seed),
     # DenseNet-BC, k = 12, three blocks of 4 layers: about 0.1M parameters
     "densenet_cifar": lambda seed: models.densenet_cifar(seed=seed),
+    # LRN, overlapping pools, two towers as groups=2: about 1.3M parameters
+    "alexnet_paper_cifar": lambda seed: models.alexnet_paper_cifar(seed=seed),
 }
 
 

@@ -146,7 +146,7 @@ def test_cifar_variant_counts():
     # the full-width CIFAR MobileNet v2 differs from the ImageNet one only in its classifier
     full = models.mobilenet_v2(seed=0).num_parameters()
     assert models.mobilenet_v2_cifar(seed=0).num_parameters() == full - 1281 * 990
-    features = make_features(CONFIGS["A"], 3, True, np.random.default_rng(0))
+    features = make_features(CONFIGS["A"], 3, True, np.random.default_rng(0), conv_bias=False)
     assert models.vgg11_cifar(seed=0).num_parameters() == features.num_parameters() + 513 * 10
 
 

@@ -32,7 +32,7 @@ def test_speed_script_times_every_side_and_writes_tables(tmp_path: Path, capsys)
     assert all(r[side]["images_per_s"] > 0 for r in rows for side in ("numba", "reference"))
 
 
-def test_classic_train_script_runs_both_models_on_a_subset(tmp_path: Path, capsys) -> None:
+def test_classic_train_script_runs_every_model_on_a_subset(tmp_path: Path, capsys) -> None:
     import classic_train
 
     try:
@@ -43,7 +43,8 @@ def test_classic_train_script_runs_both_models_on_a_subset(tmp_path: Path, capsy
                     "holding cifar-10/, or run 'tinycnn download cifar10'")
     assert status == 0
     results = json.loads((tmp_path / "r.json").read_text())["results"]
-    assert [r["model"] for r in results] == ["mobilenet_v2_cifar", "densenet_cifar"]
+    assert [r["model"] for r in results] == ["mobilenet_v2_cifar", "densenet_cifar",
+                                             "alexnet_paper_cifar"]
     assert all(r["train_images"] == 64 and r["val_images"] == 16 for r in results)
 
 

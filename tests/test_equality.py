@@ -70,6 +70,12 @@ LAYERS = [
     ("maxpool_2x2", lambda rng: MaxPool2D(2), (2, 3, 8, 8)),
     ("maxpool_3x3_s2_p1", lambda rng: MaxPool2D(3, 2, 1), (2, 3, 9, 7)),
     ("avgpool_3x3_s1_p1", lambda rng: AvgPool2D(3, 1, 1), (2, 3, 7, 6)),
+    ("maxpool_ceil_overhang", lambda rng: MaxPool2D(3, 2, ceil_mode=True), (2, 3, 8, 7)),
+    ("maxpool_ceil_exact", lambda rng: MaxPool2D(3, 2, ceil_mode=True), (2, 3, 9, 9)),
+    ("avgpool_ceil_pad", lambda rng: AvgPool2D(3, 2, 1, ceil_mode=True), (2, 3, 8, 6)),
+    ("avgpool_exclude_pad", lambda rng: AvgPool2D(3, 1, 1, count_include_pad=False),
+     (2, 3, 7, 6)),
+    ("avgpool_exclude_no_pad", lambda rng: AvgPool2D(2, count_include_pad=False), (2, 3, 6, 6)),
     ("batchnorm2d", lambda rng: BatchNorm2D(5), (4, 5, 6, 6)),
     ("batchnorm1d", lambda rng: BatchNorm1D(7), (8, 7)),
     ("batchnorm1d_ncl", lambda rng: BatchNorm1D(3, affine=False), (4, 3, 5)),
@@ -103,6 +109,9 @@ CONTAINERS = [
     ("concat", lambda rng: Concat(
         Conv2D(4, 6, 1, rng=rng), Sequential(Conv2D(4, 5, 3, padding=1, rng=rng), ReLU()),
         MaxPool2D(3, 1, 1)), (2, 4, 9, 9)),
+    ("sequential_relu_ceil_pool", lambda rng: Sequential(
+        Conv2D(3, 6, 3, rng=rng), ReLU(), MaxPool2D(2, ceil_mode=True), ReLU(),
+        MaxPool2D(2, ceil_mode=True), Flatten()), (2, 3, 9, 9)),
 ]
 
 # (builder, keyword arguments, input shape): small inputs keep the reference side quick
@@ -121,6 +130,10 @@ ZOO = [
     ("resnet18", {"num_classes": 10}, (2, 3, 64, 64)),
     ("resnext50_32x4d", {"num_classes": 10}, (2, 3, 64, 64)),
     ("googlenet", {"num_classes": 10}, (2, 3, 64, 64)),
+    ("alexnet_paper_cifar", {}, (2, 3, 32, 32)),
+    # 107, not the smallest 75: at 75 Mixed_7 is 1x1, and a training-mode BatchNorm over
+    # 2 values per channel leaves the 8th digit to round-off
+    ("inception_v3", {"num_classes": 10, "aux_logits": False}, (2, 3, 107, 107)),
 ]
 
 

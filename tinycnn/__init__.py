@@ -35,6 +35,7 @@ from tinycnn.optim import (  # noqa: E402
     Momentum,
     RMSProp,
     clip_grad_norm,
+    clip_grad_value,
 )
 from tinycnn.summary import summary  # noqa: E402
 from tinycnn.trainer import History, Trainer  # noqa: E402
@@ -69,6 +70,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "clip_grad_norm",
+    "clip_grad_value",
     "summary",
     "gradcheck",
     "losses",

@@ -64,7 +64,8 @@ OPTIMIZERS = {  # name: default learning rate
     "rmsprop": 1e-3,
     "adagrad": 1e-2,
 }
-SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "plateau")
+SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "plateau", "onecycle", "poly",
+             "restarts")
 
 __all__ = ["CLIError", "RunError", "UsageError", "build_model", "main", "model_builders"]
 
@@ -178,8 +179,11 @@ def build_model(name: str, num_classes: int | None, in_channels: int | None,
 
 def default_input_shape(name: str) -> tuple[int, int, int]:
     """The input a builder is made for, read from its defaults: ImageNet (1000 classes)
-    224x224, else its ``image_size``, else 32x32 for 3 channels and 28x28 for 1."""
+    224x224 (Inception v3: 299x299, its published size), else its ``image_size``, else
+    32x32 for 3 channels and 28x28 for 1."""
     params = inspect.signature(model_builders()[name]).parameters
+    if name == "inception_v3":
+        return 3, 299, 299
 
     def default(key: str, fallback: int) -> int:
         p = params.get(key)
@@ -314,7 +318,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule: step (x0.1 every third of the run), "
                         "multistep (x0.1 at 50%% and 75%%), exponential (--gamma per epoch), "
                         "cosine (per batch, to 0 at the end), plateau (x0.1 after 2 epochs "
-                        "without improvement); default: %(default)s")
+                        "without improvement), onecycle (up to --lr and down, per batch), "
+                        "poly (polynomial decay to 0), restarts (cosine with warm restarts); "
+                        "default: %(default)s")
     t.add_argument("--gamma", type=positive_number, default=0.9,
                    help="decay per epoch of --schedule exponential (default: %(default)s)")
     t.add_argument("--warmup", type=nonnegative_int, default=0, metavar="EPOCHS",
@@ -522,6 +528,19 @@ def _make_schedule(args: argparse.Namespace, optimizer: Any, steps: int) -> Any:
         if args.warmup:
             raise UsageError("--warmup cannot be combined with --schedule plateau")
         return S.ReduceLROnPlateau(optimizer, factor=0.1, patience=2)
+    elif args.schedule == "onecycle":  # --lr is the peak; the cycle has its own warmup
+        if args.warmup:
+            raise UsageError("--warmup cannot be combined with --schedule onecycle "
+                             "(its first 30% is a warmup)")
+        momentum = hasattr(optimizer, "betas") or getattr(optimizer, "momentum", 0) > 0
+        return S.OneCycleLR(optimizer, max_lr=optimizer.lr, epochs=args.epochs,
+                            steps_per_epoch=steps, cycle_momentum=momentum)
+    elif args.schedule == "poly":
+        after = S.PolynomialLR(optimizer, total_iters=main_epochs, power=1.0,
+                               steps_per_epoch=steps)
+    elif args.schedule == "restarts":
+        after = S.CosineAnnealingWarmRestarts(optimizer, T_0=max(main_epochs // 3, 1),
+                                              steps_per_epoch=steps)
     if args.warmup:
         return S.LinearWarmup(optimizer, args.warmup, after, steps_per_epoch=steps)
     return after

@@ -6,7 +6,9 @@ gradients. ``lr`` is a plain attribute, so a schedule changes it between steps.
 
 ``weight_decay`` is the L2 penalty added to the gradient, ``g <- g + wd * p``, for every
 optimizer but ``AdamW``, which decays the weights directly (decoupled). ``max_grad_norm``
-clips the global gradient norm before each step (:func:`clip_grad_norm`).
+clips the global gradient norm before each step (:func:`clip_grad_norm`); call
+:func:`clip_grad_norm` (any ``norm_type``) or :func:`clip_grad_value` yourself between
+``backward`` and ``step`` for other clipping, as in PyTorch.
 
 State arrays (momentum buffers, Adam's moments) are made with the parameter's array
 module and dtype, so a float32 model on the GPU keeps float32 GPU state; when the model
@@ -113,6 +115,8 @@ _RULES = {
     "alpha": _unit,
     "centered": _flag,
     "betas": _betas,
+    "amsgrad": _flag,
+    "lr_decay": _at_least_zero,
 }
 
 
@@ -135,29 +139,42 @@ def _named_grads(params: Module | Iterable[Parameter]) -> list[tuple[str, Parame
     return [(name, p) for name, p in named if p.grad is not None]
 
 
-def _scaled_norm(grads: list[Any], xp: Any) -> float:
-    """The L2 norm of all ``grads`` without overflow: divided by the largest magnitude first
-    (a float32 gradient of 3e38 squares to inf), NaN if any value is NaN, else inf if any is."""
+def _norm_type(value: Any) -> float:
+    """``norm_type`` as a float > 0 (``inf`` or ``"inf"`` for the largest magnitude)."""
+    if isinstance(value, str) and value.lower() == "inf":
+        return math.inf
+    v = _number("clip_grad_norm", "norm_type", value)
+    if not v > 0:
+        raise ValueError(f"clip_grad_norm: norm_type must be > 0 or inf, got {value!r}")
+    return v
+
+
+def _scaled_norm(grads: list[Any], xp: Any, norm_type: float = 2.0) -> float:
+    """The ``norm_type`` norm of all ``grads`` without overflow: divided by the largest
+    magnitude first (a float32 gradient of 3e38 squares to inf), NaN if any value is NaN,
+    else inf if any is."""
     peaks = [float(xp.max(xp.abs(g))) for g in grads if g.size]
     if not peaks:
         return 0.0
     if any(math.isnan(m) for m in peaks):
         return math.nan
     scale = max(peaks)
-    if scale == 0.0 or math.isinf(scale):
+    if scale == 0.0 or math.isinf(scale) or math.isinf(norm_type):
         return scale
-    total = sum(float(xp.sum(xp.square(g / g.dtype.type(scale)), dtype=xp.float64))
+    total = sum(float(xp.sum(xp.abs(g / g.dtype.type(scale)) ** norm_type, dtype=xp.float64))
                 for g in grads)
-    return scale * math.sqrt(total)
+    return scale * total ** (1.0 / norm_type)
 
 
 def clip_grad_norm(
-    params: Module | Iterable[Parameter], max_norm: float, error_if_nonfinite: bool = False
+    params: Module | Iterable[Parameter], max_norm: float, error_if_nonfinite: bool = False,
+    norm_type: float | str = 2.0,
 ) -> float:
-    """Scale all gradients together so their global L2 norm is at most ``max_norm``.
+    """Scale all gradients together so their global norm is at most ``max_norm``.
 
-    ``norm = sqrt(sum_p sum(g_p^2))``, computed without overflow; every gradient is
-    multiplied by ``min(max_norm / (norm + 1e-6), 1)`` (PyTorch's ``clip_grad_norm_``).
+    ``norm = (sum_p sum(|g_p|^q))^(1/q)`` for ``q = norm_type`` (2 by default; ``inf``:
+    the largest magnitude), computed without overflow; every gradient is multiplied by
+    ``min(max_norm / (norm + 1e-6), 1)`` (PyTorch's ``clip_grad_norm_``).
     Returns the norm before clipping. A non-finite norm is used as PyTorch uses it (an inf
     norm zeroes the finite gradients and turns inf ones into NaN, a NaN norm makes them
     all NaN), unless ``error_if_nonfinite=True``: then :class:`~tinycnn.NonFiniteError` is
@@ -165,17 +182,25 @@ def clip_grad_norm(
     """
     if not max_norm > 0:
         raise ValueError(f"clip_grad_norm needs max_norm > 0, got {max_norm}")
+    q = _norm_type(norm_type)
     named = _named_grads(params)
     if not named:
         return 0.0
     grads = [p.grad for _, p in named]
     xp = backend.get_array_module(*grads)
     # One device-to-host transfer for the whole sum, not one per parameter.
-    with numpy.errstate(over="ignore"):  # an overflowed square is caught just below
-        squares = [xp.sum(xp.square(g), dtype=xp.float64) for g in grads]
-    norm = float(xp.sqrt(sum(squares[1:], squares[0])))
-    if not math.isfinite(norm):  # overflowed squares, or inf/NaN gradients: look closer
-        norm = _scaled_norm(grads, xp)
+    with numpy.errstate(over="ignore"):  # an overflowed power is caught just below
+        if q == 2.0:
+            parts = [xp.sum(xp.square(g), dtype=xp.float64) for g in grads]
+            norm = float(xp.sqrt(sum(parts[1:], parts[0])))
+        elif math.isinf(q):
+            parts = [xp.max(xp.abs(g)).astype(xp.float64) for g in grads if g.size]
+            norm = float(xp.max(xp.stack(parts))) if parts else 0.0
+        else:
+            parts = [xp.sum(xp.abs(g.astype(xp.float64)) ** q) for g in grads]
+            norm = float(sum(parts[1:], parts[0])) ** (1.0 / q)
+    if not math.isfinite(norm):  # overflowed powers, or inf/NaN gradients: look closer
+        norm = _scaled_norm(grads, xp, q)
     if not math.isfinite(norm) and error_if_nonfinite:
         bad = next(n for n, p in named if not bool(xp.isfinite(p.grad).all()))
         raise NonFiniteError(
@@ -189,6 +214,14 @@ def clip_grad_norm(
             for _, p in named:
                 p.grad = p.grad * p.grad.dtype.type(coef)
     return norm
+
+
+def clip_grad_value(params: Module | Iterable[Parameter], clip_value: float) -> None:
+    """Clamp every gradient entry to ``[-clip_value, clip_value]`` (PyTorch's
+    ``clip_grad_value_``); NaN stays NaN. ``clip_value`` must be a finite number >= 0."""
+    c = _at_least_zero("clip_grad_value", "clip_value", clip_value)
+    for _, p in _named_grads(params):
+        p.grad = p.grad.clip(-c, c)
 
 
 def _follow_device(p: Parameter, state: dict[str, Any]) -> None:
@@ -438,10 +471,11 @@ class Momentum(SGD):
 class AdaGrad(Optimizer):
     """AdaGrad, as ``torch.optim.Adagrad``.
 
-    ``s <- s + g^2``, ``p <- p - lr g / (sqrt(s) + eps)``.
+    ``s <- s + g^2``, at step t ``p <- p - lr_t g / (sqrt(s) + eps)`` with
+    ``lr_t = lr / (1 + (t - 1) lr_decay)`` (``lr_decay = 0``: the plain ``lr``).
     """
 
-    _hyper = ("eps", "initial_accumulator_value")
+    _hyper = ("eps", "initial_accumulator_value", "lr_decay")
 
     def __init__(
         self,
@@ -451,11 +485,13 @@ class AdaGrad(Optimizer):
         initial_accumulator_value: float = 0.0,
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
+        lr_decay: float = 0.0,
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
         self.eps = check_hyper(type(self).__name__, "eps", eps)
         self.initial_accumulator_value = check_hyper(
             type(self).__name__, "initial_accumulator_value", initial_accumulator_value)
+        self.lr_decay = check_hyper(type(self).__name__, "lr_decay", lr_decay)
 
     def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
         return {"sum", "step"}
@@ -468,7 +504,8 @@ class AdaGrad(Optimizer):
         s = state["sum"]
         s += g * g
         xp = backend.get_array_module(p.data)
-        p.data -= self.lr * g / (xp.sqrt(s) + self.eps)
+        lr = self.lr / (1.0 + (state["step"] - 1) * self.lr_decay)
+        p.data -= lr * g / (xp.sqrt(s) + self.eps)
 
 
 class RMSProp(Optimizer):
@@ -526,6 +563,8 @@ class RMSProp(Optimizer):
         else:
             denom = xp.sqrt(v) + self.eps
         if self.momentum > 0:
+            if "momentum_buffer" not in state:  # momentum set > 0 after earlier steps
+                state["momentum_buffer"] = self._zeros(p)
             buf = state["momentum_buffer"]
             buf *= self.momentum
             buf += g / denom
@@ -539,9 +578,11 @@ class Adam(Optimizer):
 
     ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``, at step t:
     ``p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+    ``amsgrad=True`` (Reddi et al., as PyTorch): ``v`` in the denominator is replaced by its
+    running maximum ``v_max <- max(v_max, v)``, so the step size never grows.
     """
 
-    _hyper = ("betas", "eps")
+    _hyper = ("betas", "eps", "amsgrad")
 
     def __init__(
         self,
@@ -551,13 +592,16 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
+        amsgrad: bool = False,
     ) -> None:
         super().__init__(params, lr, weight_decay, max_grad_norm)
         self.betas = check_hyper(type(self).__name__, "betas", betas)
         self.eps = check_hyper(type(self).__name__, "eps", eps)
+        self.amsgrad = check_hyper(type(self).__name__, "amsgrad", amsgrad)
 
     def _state_fields(self, hyper: dict[str, Any]) -> set[str]:
-        return {"exp_avg", "exp_avg_sq", "step"}
+        return {"exp_avg", "exp_avg_sq", "step"} | (
+            {"max_exp_avg_sq"} if hyper["amsgrad"] else set())
 
     def _update(self, p: Parameter, g: Any, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
@@ -565,17 +609,22 @@ class Adam(Optimizer):
             state["exp_avg"] = self._zeros(p)
             state["exp_avg_sq"] = self._zeros(p)
             state["step"] = 0
+        if self.amsgrad and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = self._zeros(p)
         state["step"] += 1
         t = state["step"]
         b1, b2 = self.betas
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        if (k := _fused(p, g)) is not None:
+        if not self.amsgrad and (k := _fused(p, g)) is not None:
             k.adam_update(p.data, g, m, v, self.lr, b1, b2, self.eps, t)
             return
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * g * g
+        if self.amsgrad:
+            xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+            v = state["max_exp_avg_sq"]
         # Bias corrections are Python floats, so a float32 model stays float32.
         step_size = self.lr / (1.0 - b1**t)
         denom = xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
@@ -596,8 +645,9 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         max_grad_norm: float | None = None,
+        amsgrad: bool = False,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, max_grad_norm)
+        super().__init__(params, lr, betas, eps, weight_decay, max_grad_norm, amsgrad)
 
     def _l2_in_gradient(self) -> bool:
         return False

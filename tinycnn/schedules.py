@@ -296,3 +296,220 @@ class ReduceLROnPlateau:
             self.optimizer.lr = lr
 
         return install
+
+
+def _fraction(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{owner}: {name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+class OneCycleLR(Schedule):
+    """The 1cycle policy (Smith), PyTorch's ``OneCycleLR`` step for step.
+
+    Counted in optimizer steps ``s = 0 .. total_steps``: from ``max_lr / div_factor`` up
+    to ``max_lr`` at ``s = pct_start * total_steps - 1``, then down to
+    ``max_lr / div_factor / final_div_factor`` at ``s = total_steps - 1``, along half
+    cosines (``anneal_strategy="cos"``) or straight lines (``"linear"``);
+    ``three_phase=True`` comes back down to the start before the final descent. With
+    ``cycle_momentum`` the optimizer's ``momentum`` (or Adam's ``beta1``) moves the other way,
+    between ``max_momentum`` and ``base_momentum``.
+
+    Give ``steps_per_epoch`` (and ``epochs``, or ``total_steps``): ``step_batch()`` after every
+    optimizer step moves one step along the cycle, ``step()`` at the end of an epoch lands on
+    the epoch boundary (the :class:`~tinycnn.trainer.Trainer` makes both calls). Without
+    ``steps_per_epoch`` every ``step()`` is one step of ``total_steps``. The optimizer's own
+    ``lr`` is not used: the cycle is set by ``max_lr``. Stepping past ``total_steps`` raises
+    ``ValueError``, as in PyTorch.
+    """
+
+    def __init__(self, optimizer: Any, max_lr: float, total_steps: int | None = None,
+                 epochs: int | None = None, steps_per_epoch: int | None = None,
+                 pct_start: float = 0.3, anneal_strategy: str = "cos",
+                 cycle_momentum: bool = True, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False) -> None:
+        name = "OneCycleLR"
+        if total_steps is not None:
+            total_steps = _count(name, "total_steps", total_steps, 1)
+        elif epochs is not None and steps_per_epoch is not None:
+            total_steps = _count(name, "epochs", epochs, 1) * _count(
+                name, "steps_per_epoch", steps_per_epoch, 1)
+        else:
+            raise ValueError(f"{name}: give total_steps, or epochs and steps_per_epoch")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"{name}: anneal_strategy must be 'cos' or 'linear', "
+                             f"got {anneal_strategy!r}")
+        self.total_steps = total_steps
+        self.max_lr = _positive(name, "max_lr", max_lr)
+        self.pct_start = _fraction(name, "pct_start", pct_start)
+        self.anneal_strategy = anneal_strategy
+        self.div_factor = _positive(name, "div_factor", div_factor)
+        self.final_div_factor = _positive(name, "final_div_factor", final_div_factor)
+        self.three_phase = bool(three_phase)
+        self.cycle_momentum = bool(cycle_momentum)
+        self.base_momentum = _at_least_zero(name, "base_momentum", base_momentum)
+        self.max_momentum = _at_least_zero(name, "max_momentum", max_momentum)
+        if self.cycle_momentum and not (hasattr(optimizer, "momentum")
+                                        or hasattr(optimizer, "betas")):
+            raise ValueError(f"{name}: cycle_momentum needs an optimizer with momentum or "
+                             f"betas, {type(optimizer).__name__} has neither "
+                             "(pass cycle_momentum=False)")
+        self.initial_lr = self.max_lr / self.div_factor
+        self.min_lr = self.initial_lr / self.final_div_factor
+        s = float(self.pct_start * total_steps)
+        lr0, top, low = self.initial_lr, self.max_lr, self.min_lr
+        m_hi, m_lo = self.max_momentum, self.base_momentum
+        # (end step, start lr, end lr, start momentum, end momentum), PyTorch's phases
+        self.phases = ([(s - 1, lr0, top, m_hi, m_lo), (2 * s - 2, top, lr0, m_lo, m_hi),
+                        (total_steps - 1, lr0, low, m_hi, m_hi)] if self.three_phase else
+                       [(s - 1, lr0, top, m_hi, m_lo), (total_steps - 1, top, low, m_lo, m_hi)])
+        starts = [0.0] + [phase[0] for phase in self.phases[:-1]]
+        if any(phase[0] == start for phase, start in zip(self.phases, starts, strict=True)):
+            raise ValueError(f"{name}: pct_start={pct_start} with total_steps={total_steps} "
+                             "leaves a phase of no steps (PyTorch divides by zero there); "
+                             "change pct_start")
+        super().__init__(optimizer, steps_per_epoch)
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def at_step(self, step: float) -> tuple[float, float]:
+        """``(lr, momentum)`` after ``step`` optimizer steps."""
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR: stepped {step} times, but total_steps is "
+                             f"{self.total_steps} (make total_steps or epochs larger)")
+        start = 0.0
+        for i, (end, lr_a, lr_b, m_a, m_b) in enumerate(self.phases):
+            if step <= end or i == len(self.phases) - 1:
+                pct = (step - start) / (end - start)
+                return self._anneal(lr_a, lr_b, pct), self._anneal(m_a, m_b, pct)
+            start = end
+        raise AssertionError("unreachable: the last phase always matches")
+
+    def _step_count(self, t: float) -> float:
+        return t * self.steps_per_epoch if self.steps_per_epoch else t
+
+    def lr_at(self, t: float) -> float:
+        return self.at_step(self._step_count(t))[0]
+
+    def _apply(self) -> None:
+        step = self.last_epoch
+        if self.steps_per_epoch:  # counted exactly, no fractional epoch in between
+            step = self.last_epoch * self.steps_per_epoch + min(self.batch, self.steps_per_epoch)
+        lr, momentum = self.at_step(step)
+        self.optimizer.lr = lr
+        if self.cycle_momentum:
+            if hasattr(self.optimizer, "betas"):
+                self.optimizer.betas = (momentum, *tuple(self.optimizer.betas)[1:])
+            else:
+                self.optimizer.momentum = momentum
+
+
+class CosineAnnealingWarmRestarts(Schedule):
+    """SGDR (Loshchilov and Hutter), PyTorch's ``CosineAnnealingWarmRestarts``.
+
+    ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2``: a cosine from
+    ``base_lr`` down towards ``eta_min`` over ``T_i`` epochs, then a restart at ``base_lr``;
+    the first cycle lasts ``T_0`` epochs, each next one ``T_mult`` times longer. ``T_cur``
+    counts the epochs since the last restart (fractional with ``steps_per_epoch``, as
+    PyTorch's ``step(epoch + i / iters)``).
+    """
+
+    def __init__(self, optimizer: Any, T_0: int, T_mult: int = 1,  # noqa: N803
+                 eta_min: float = 0.0, steps_per_epoch: int | None = None) -> None:
+        name = "CosineAnnealingWarmRestarts"
+        self.T_0 = _count(name, "T_0", T_0, 1)
+        self.T_mult = _count(name, "T_mult", T_mult, 1)
+        self.eta_min = _at_least_zero(name, "eta_min", eta_min)
+        super().__init__(optimizer, steps_per_epoch)
+
+    def cycle_at(self, t: float) -> tuple[float, float]:
+        """``(T_cur, T_i)`` at epoch ``t``: where in which cycle ``t`` falls."""
+        start, length = 0, self.T_0
+        while t >= start + length:  # whole numbers: exact, unlike PyTorch's log
+            start, length = start + length, length * self.T_mult
+        return t - start, length
+
+    def lr_at(self, t: float) -> float:
+        t_cur, t_i = self.cycle_at(t)
+        return self.eta_min + (self.base_lr - self.eta_min) * (
+            1 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+class LambdaLR(Schedule):
+    """``lr = base_lr * lr_lambda(t)``, PyTorch's ``LambdaLR``: any factor of the epoch.
+
+    ``lr_lambda`` gets the epoch count (fractional with ``steps_per_epoch``) and returns a
+    number >= 0. Like PyTorch, the state dict keeps the epoch, not the function: give the
+    same function when you resume.
+    """
+
+    def __init__(self, optimizer: Any, lr_lambda: Callable[[float], float],
+                 steps_per_epoch: int | None = None) -> None:
+        if not callable(lr_lambda):
+            raise TypeError(f"LambdaLR: lr_lambda must be a function of the epoch, "
+                            f"got {type(lr_lambda).__name__}")
+        self.lr_lambda = lr_lambda
+        super().__init__(optimizer, steps_per_epoch)
+
+    def lr_at(self, t: float) -> float:
+        factor = self.lr_lambda(t)
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (
+                0.0 <= factor < math.inf):
+            raise ValueError(f"LambdaLR: lr_lambda({t}) must return a finite number >= 0, "
+                             f"got {factor!r}")
+        return self.base_lr * float(factor)
+
+
+class PolynomialLR(Schedule):
+    """``lr = base_lr * (1 - min(t, total_iters) / total_iters) ** power``, PyTorch's
+    ``PolynomialLR``: down to 0 at ``total_iters`` (a straight line for ``power=1``)."""
+
+    def __init__(self, optimizer: Any, total_iters: int = 5, power: float = 1.0,
+                 steps_per_epoch: int | None = None) -> None:
+        self.total_iters = _count("PolynomialLR", "total_iters", total_iters, 1)
+        self.power = _positive("PolynomialLR", "power", power)
+        super().__init__(optimizer, steps_per_epoch)
+
+    def lr_at(self, t: float) -> float:
+        return self.base_lr * (1.0 - min(self.total_iters, t) / self.total_iters) ** self.power
+
+
+class SequentialLR(Schedule):
+    """One schedule after another, PyTorch's ``SequentialLR``.
+
+    ``schedules[0]`` runs until epoch ``milestones[0]``, then ``schedules[1]`` starts from
+    its own epoch 0, and so on: ``lr = schedules[i].lr_at(t - milestones[i-1])``. All of them
+    start from the optimizer's learning rate before the first one (PyTorch's
+    ``initial_lr``), whatever each saw when it was built. ``steps_per_epoch`` of the
+    sequence makes every part smooth within epochs. Only the learning rate is chained: a
+    :class:`OneCycleLR` inside does not cycle the momentum.
+    """
+
+    def __init__(self, optimizer: Any, schedules: Sequence[Schedule], milestones: Sequence[int],
+                 steps_per_epoch: int | None = None) -> None:
+        name = "SequentialLR"
+        schedules = list(schedules)
+        if not schedules or not all(isinstance(s, Schedule) for s in schedules):
+            raise TypeError(f"{name}: schedules must be a non-empty list of tinycnn schedules "
+                            "(ReduceLROnPlateau has no closed form to chain)")
+        if any(s.optimizer is not optimizer for s in schedules):
+            raise ValueError(f"{name}: every schedule must belong to the same optimizer")
+        milestones = [_count(name, "milestones[]", m, 1) for m in milestones]
+        if len(milestones) != len(schedules) - 1:
+            raise ValueError(f"{name}: {len(schedules)} schedules need "
+                             f"{len(schedules) - 1} milestones, got {len(milestones)}")
+        if milestones != sorted(set(milestones)):
+            raise ValueError(f"{name}: milestones must increase, got {milestones}")
+        self.schedules, self.milestones = schedules, milestones
+        for s in schedules[1:]:
+            s.base_lr = schedules[0].base_lr
+        optimizer.lr = schedules[0].base_lr
+        super().__init__(optimizer, steps_per_epoch)
+
+    def lr_at(self, t: float) -> float:
+        i = sum(1 for m in self.milestones if m <= t)
+        return self.schedules[i].lr_at(t - (self.milestones[i - 1] if i else 0))

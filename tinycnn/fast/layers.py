@@ -5,7 +5,9 @@ kernel per pass instead of several NumPy passes over the array (the reference ma
 builds a ``(N, C, OH, OW, kH*kW)`` window array; the kernel reads each input once).
 It keeps the reference's caches (``argmax``, ``x_shape``, ``xhat``, ``y``), so backward
 works whichever of the two ran forward, and falls back to the reference code where
-:func:`tinycnn.fast.kernels_for` says so.
+:func:`tinycnn.fast.kernels_for` says so, and for average-pooling options the kernels lack
+(a ``ceil_mode`` window past the padded edge, ``count_include_pad=False`` with padding).
+A ``ceil_mode`` max-pool runs the kernel on the input padded with -inf.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from tinycnn.backend import get_array_module, is_gpu_array
 from tinycnn.fast import kernels_for, twin_of
 from tinycnn.layers.activation import ReLU
 from tinycnn.layers.norm import BatchNorm1D, BatchNorm2D, _BatchNorm
-from tinycnn.layers.pool import AvgPool2D, MaxPool2D
+from tinycnn.layers.pool import AvgPool2D, MaxPool2D, overhang
 from tinycnn.module import LayerInputError, _output_meta, check_input
 
 
@@ -25,28 +27,48 @@ class FastMaxPool2D(MaxPool2D):
     """:class:`~tinycnn.layers.pool.MaxPool2D` with one kernel per pass."""
 
     out = None  # the output of the last forward (for backward_through_relu)
+    ran_kernel = False  # whether the last forward ran the kernel (backward follows it)
+    kernel_shape = None  # the input shape the kernel saw (ceil_mode: with the overhang)
 
     def forward(self, x: Any) -> Any:
         k = kernels_for(x)
-        if k is None:
+        self.ran_kernel = k is not None
+        if not self.ran_kernel:
             self.out = None
             return super().forward(x)
         self._check(x)
         kh, kw = self.kernel_size
-        self.out, self.argmax = k.maxpool2d_forward(x, kh, kw, self.stride, self.padding)
-        self.x_shape = x.shape
+        xk = self._with_overhang(x)
+        self.out, self.argmax = k.maxpool2d_forward(xk, kh, kw, self.stride, self.padding)
+        self.x_shape, self.kernel_shape = x.shape, xk.shape
         return self.out
+
+    def _with_overhang(self, x: Any) -> Any:
+        """``x``, or with ``ceil_mode`` ``x`` padded at the bottom/right with -inf as far as
+        the last window reaches: the kernels' floor-mode windows are then the ceil-mode
+        ones, and -inf never wins (each window holds a real pixel), so the output and the
+        window-relative argmax are the reference's."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        eh = overhang(x.shape[2], kh, sh, ph, self.ceil_mode)
+        ew = overhang(x.shape[3], kw, sw, pw, self.ceil_mode)
+        if not (eh or ew):
+            return x
+        xp = get_array_module(x)
+        return xp.pad(x, ((0, 0), (0, 0), (0, eh), (0, ew)), constant_values=-xp.inf)
 
     def forward_after_relu(self, relu: FastReLU, x: Any) -> Any:
         """``self(relu(x))`` in one kernel pass over ``x``; ``relu`` keeps ``x`` and makes
         its output only if something reads it. Every cache is what the two layers would
         hold after running one after the other (tests/test_equality.py compares)."""
+        if self.has_overhang(x.shape):  # ceil_mode's overhang: the two layers in turn
+            return self.forward(relu.forward(x))
         relu.defer(x)
         self._check(x)
         kh, kw = self.kernel_size
         self.out, self.argmax = kernels_for(x).maxpool2d_forward(
             x, kh, kw, self.stride, self.padding, relu=True)
-        self.x_shape = x.shape
+        self.ran_kernel = True
+        self.x_shape = self.kernel_shape = x.shape
         object.__setattr__(self, "_out_meta", _output_meta(self.out))
         return self.out
 
@@ -54,26 +76,41 @@ class FastMaxPool2D(MaxPool2D):
         """dL/dx; with ``through_relu`` (only after a forward whose input was a ReLU's
         output, on the CPU kernels) the gradient through that ReLU too, in one pass."""
         k = kernels_for(grad_out)
-        if k is None:
+        if k is None or not self.ran_kernel:
             return super().backward(grad_out)
-        self._need_cache(self.argmax, self.x_shape)
+        self._need_cache(self.argmax, self.x_shape, self.kernel_shape)
         kh, kw = self.kernel_size
-        return k.maxpool2d_backward(grad_out, self.argmax, self.x_shape, kh, kw, self.stride,
-                                    self.padding, **({"relu_out": self.out} if through_relu
-                                                     else {}))
+        dx = k.maxpool2d_backward(grad_out, self.argmax, self.kernel_shape, kh, kw, self.stride,
+                                  self.padding, **({"relu_out": self.out} if through_relu
+                                                   else {}))
+        h, w = self.x_shape[2:]
+        if dx.shape == tuple(self.x_shape):
+            return dx
+        return get_array_module(dx).ascontiguousarray(dx[:, :, :h, :w])  # overhang dropped
 
     def _clear_cache(self) -> None:
         super()._clear_cache()
         self.out = None
+        for key in ("ran_kernel", "kernel_shape"):
+            self.__dict__.pop(key, None)  # back to the class defaults
 
 
 @twin_of(AvgPool2D)
 class FastAvgPool2D(AvgPool2D):
     """:class:`~tinycnn.layers.pool.AvgPool2D` with one kernel per pass."""
 
+    ran_kernel = False  # whether the last forward ran the kernel (backward follows it)
+
+    def _kernel_fits(self, x_shape: tuple[int, ...]) -> bool:
+        """The kernel divides every window by kH*kW: right unless a window holds padding
+        that must not count, or a ``ceil_mode`` overhang."""
+        return not self.has_overhang(x_shape) and (
+            self.count_include_pad or self.padding == (0, 0))
+
     def forward(self, x: Any) -> Any:
         k = kernels_for(x)
-        if k is None:
+        self.ran_kernel = k is not None and self._kernel_fits(x.shape)
+        if not self.ran_kernel:
             return super().forward(x)
         self._check(x)
         kh, kw = self.kernel_size
@@ -82,11 +119,15 @@ class FastAvgPool2D(AvgPool2D):
 
     def backward(self, grad_out: Any) -> Any:
         k = kernels_for(grad_out)
-        if k is None:
+        if k is None or not self.ran_kernel:
             return super().backward(grad_out)
         self._need_cache(self.x_shape)
         kh, kw = self.kernel_size
         return k.avgpool2d_backward(grad_out, self.x_shape, kh, kw, self.stride, self.padding)
+
+    def _clear_cache(self) -> None:
+        super()._clear_cache()
+        self.__dict__.pop("ran_kernel", None)  # back to the class default
 
 
 class _FastBatchNorm(_BatchNorm):

@@ -40,27 +40,39 @@ def interpolation_matrix(
     """``A (out_size, in_size)`` of PyTorch's 1-D ``interpolate`` along one axis (float64).
 
     ``scale`` is the user's scale factor (PyTorch then maps ``dst -> src`` with
-    ``1/scale``), or ``None`` when only the output size was given (``in/out``).
-    Nearest: ``src = min(floor(dst * r), in - 1)``. Bilinear, ``align_corners=False``:
-    ``src = max((dst + 0.5) * r - 0.5, 0)``, weights ``1 - t`` and ``t`` on
-    ``floor(src)`` and the next pixel (clamped); ``align_corners=True``:
-    ``src = dst * (in - 1) / (out - 1)``.
+    ``r = 1/scale``), or ``None`` when only the output size was given (``r = in/out``).
+    PyTorch's source-index rule, followed exactly:
+
+    * an axis whose output size equals its input size is copied (``src = dst``), whatever
+      the scale factor (``scale_factor=1.3`` on width 3 gives width 3, a copy);
+    * nearest: ``src = dst // 2`` when ``out = 2 * in``, else
+      ``src = min(floor(dst * r), in - 1)`` computed in float32, as PyTorch does;
+    * bilinear, ``align_corners=False``: ``src = max((dst + 0.5) * r - 0.5, 0)``, weights
+      ``1 - t`` and ``t`` on ``floor(src)`` and the next pixel (clamped);
+      ``align_corners=True``: ``src = dst * (in - 1) / (out - 1)``.
     """
-    dst = np.arange(out_size, dtype=np.float64)
+    dst = np.arange(out_size, dtype=np.int64)
     a = np.zeros((out_size, in_size), dtype=np.float64)
-    if mode == "bilinear" and align_corners:
-        ratio = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    rows = np.arange(out_size)
+    if out_size == in_size:
+        a[rows, dst] = 1.0
+        return a
+    if mode == "nearest":
+        if out_size == 2 * in_size:
+            src = dst >> 1
+        else:
+            r = np.float32(1.0 / scale) if scale is not None else np.float32(in_size) / out_size
+            src = np.minimum(np.floor(dst.astype(np.float32) * r).astype(np.int64), in_size - 1)
+        a[rows, src] = 1.0
+        return a
+    if align_corners:
+        src = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
     else:
         ratio = 1.0 / scale if scale is not None else in_size / out_size
-    if mode == "nearest":
-        src = np.minimum(np.floor(dst * ratio).astype(np.int64), in_size - 1)
-        a[np.arange(out_size), src] = 1.0
-        return a
-    src = dst * ratio if align_corners else np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
+        src = np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
     t = src - i0
-    rows = np.arange(out_size)
     np.add.at(a, (rows, i0), 1.0 - t)  # i0 == i1 at the border: both weights add up to 1
     np.add.at(a, (rows, i1), t)
     return a
@@ -69,7 +81,8 @@ def interpolation_matrix(
 class Upsample(Module):
     """Upsampling (PyTorch's ``Upsample``), ``(N, C, H, W) -> (N, C, OH, OW)``.
 
-    Give ``scale_factor`` (``OH = floor(H * scale)``) or ``size``. ``mode`` is
+    Give ``scale_factor`` (``OH = floor(H * scale)``, fractional factors included) or
+    ``size``. ``mode`` is
     ``"nearest"`` or ``"bilinear"`` (``align_corners`` as in PyTorch, bilinear only).
     Both modes are linear and act on each axis separately: ``y = A_h x A_w^T`` with the
     interpolation matrices of :func:`interpolation_matrix`.

@@ -1,8 +1,9 @@
 """Ready-made networks. Each builder takes ``num_classes`` and a ``seed`` for its weights."""
 
-from tinycnn.models.alexnet import alexnet
+from tinycnn.models.alexnet import alexnet, alexnet_paper, alexnet_paper_cifar
 from tinycnn.models.densenet import densenet121, densenet_cifar
 from tinycnn.models.googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
+from tinycnn.models.inception import Inception3, InceptionOutputs, inception_v3
 from tinycnn.models.mobilenet import (
     mobilenet_v1,
     mobilenet_v1_cifar,
@@ -27,9 +28,14 @@ __all__ = [
     "GoogLeNet",
     "GoogLeNetOutputs",
     "alexnet",
+    "alexnet_paper",
+    "alexnet_paper_cifar",
     "densenet121",
     "densenet_cifar",
     "googlenet",
+    "Inception3",
+    "InceptionOutputs",
+    "inception_v3",
     "mobilenet_v1",
     "mobilenet_v1_cifar",
     "mobilenet_v2",

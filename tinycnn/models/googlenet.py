@@ -15,9 +15,7 @@ order (a ``None`` entry, or a plain array for the main output alone, means zero 
 auxiliary heads). The paper's training loss is ``L(logits) + 0.3 * (L(aux1) + L(aux2))``.
 In eval mode, or with ``aux_logits=False``, ``forward`` returns the logits array alone.
 
-torchvision's max-pools with ``ceil_mode=True`` are written as a zero pad of ``stride - 1``
-rows/columns at the bottom/right and a floor-mode pool: the same windows and, since every
-pooled map comes out of a ReLU (values >= 0), the same maxima.
+The max-pools between stages use ``ceil_mode=True``, as torchvision's do.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from tinycnn.layers.conv import Conv2D
 from tinycnn.layers.dropout import Dropout
 from tinycnn.layers.linear import Affine
 from tinycnn.layers.norm import BatchNorm2D
-from tinycnn.layers.padding import ZeroPad2D
 from tinycnn.layers.pool import MaxPool2D
 from tinycnn.layers.shape import Flatten
 from tinycnn.models.small import _child_seed, _rng
@@ -62,9 +59,9 @@ def basic_conv(
     ))
 
 
-def ceil_max_pool(kernel_size: int, stride: int) -> Sequential:
-    """Max-pool with PyTorch's ``ceil_mode=True`` for inputs >= 0 (see the module docstring)."""
-    return Sequential(ZeroPad2D((0, stride - 1, 0, stride - 1)), MaxPool2D(kernel_size, stride))
+def ceil_max_pool(kernel_size: int, stride: int) -> MaxPool2D:
+    """Max-pool with PyTorch's ``ceil_mode=True`` (torchvision's pools between stages)."""
+    return MaxPool2D(kernel_size, stride, ceil_mode=True)
 
 
 def inception(

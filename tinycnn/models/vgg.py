@@ -4,8 +4,10 @@ ImageNet form as in torchvision: 3x3 convolutions with padding 1 and ReLU, 2x2 m
 an adaptive average pool to 7x7 (so any input of at least 32x32 works) and three fully
 connected layers with dropout. Parameters for 1000 classes: VGG-11 132,863,336 and
 VGG-16 138,357,544, torchvision's counts; state-dict keys are torchvision's
-(``features.0.weight``, ``classifier.0.weight``, ...). ``batch_norm=True`` gives the
-``_bn`` variants (BatchNorm2D after every convolution).
+(``features.0.weight``, ``classifier.0.weight``, ...). ``batch_norm=True`` gives
+torchvision's ``vgg11_bn``/``vgg16_bn``: BatchNorm2D after every convolution, and the
+convolutions keep their biases as torchvision's do (132,868,840 and 138,365,992
+parameters), so their state dicts load both ways.
 
 :func:`vgg11_cifar` is VGG-11's convolutions (BatchNorm on) for 32x32 images with one
 512 -> classes layer on top, the common CIFAR-10 form (about 9.2M parameters).
@@ -37,16 +39,21 @@ CONFIGS: dict[str, list[int | str]] = {
 
 
 def make_features(
-    config: list[int | str], in_channels: int, batch_norm: bool, rng: np.random.Generator
+    config: list[int | str], in_channels: int, batch_norm: bool, rng: np.random.Generator,
+    conv_bias: bool = True,
 ) -> Sequential:
-    """The convolutional part of a VGG configuration, as one :class:`Sequential`."""
+    """The convolutional part of a VGG configuration, as one :class:`Sequential`.
+
+    ``conv_bias=False`` drops the convolutions' biases (only sensible with ``batch_norm``,
+    whose shift makes them redundant; torchvision keeps them).
+    """
     layers: list[Module] = []
     c = in_channels
     for item in config:
         if item == "M":
             layers.append(MaxPool2D(2, 2))
             continue
-        layers.append(Conv2D(c, int(item), 3, padding=1, bias=not batch_norm, rng=rng))
+        layers.append(Conv2D(c, int(item), 3, padding=1, bias=conv_bias, rng=rng))
         if batch_norm:
             layers.append(BatchNorm2D(int(item)))
         layers.append(ReLU())
@@ -89,10 +96,13 @@ def vgg16(
 def vgg11_cifar(
     num_classes: int = 10, in_channels: int = 3, seed: int | np.random.Generator | None = None
 ) -> Sequential:
-    """VGG-11 with BatchNorm for 32x32 images: five pools leave 1x1x512, then one Affine."""
+    """VGG-11 with BatchNorm for 32x32 images: five pools leave 1x1x512, then one Affine.
+
+    Its convolutions have no bias (BatchNorm's shift follows each one).
+    """
     rng = _rng(seed)
     return Sequential(OrderedDict(
-        features=make_features(CONFIGS["A"], in_channels, True, rng),
+        features=make_features(CONFIGS["A"], in_channels, True, rng, conv_bias=False),
         flatten=Flatten(),
         classifier=Affine(512, num_classes, rng=rng),
     ))
