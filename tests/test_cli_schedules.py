@@ -45,11 +45,11 @@ def test_poly_and_restarts(name, cls):
     assert isinstance(warm, S.LinearWarmup) and isinstance(warm.after, cls)
 
 
-def test_a_short_onecycle_run(tmp_path: Path) -> None:
+def test_a_short_onecycle_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TINYCNN_DATA", raising=False)  # no data location: the embedded subset
     out = tmp_path / "run"
     argv = ["train", "--model", "simple_convnet", "--epochs", "2", "--limit-train", "200",
             "--val-size", "50", "--batch-size", "50", "--schedule", "onecycle",
-            "--optimizer", "sgd", "--data-dir", str(tmp_path / "no-data"),
-            "--limit-test", "100", "--no-progress", "--out", str(out)]
+            "--optimizer", "sgd", "--limit-test", "100", "--no-progress", "--out", str(out)]
     assert main(argv) == 0
     assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2]

@@ -12,11 +12,14 @@ import re
 
 PARAMETERS = {
     "alexnet": 61_100_840,
+    "alexnet_paper": 60_965_224,
+    "alexnet_paper_cifar": 1_329_802,
     "deep_convnet": 123_552,
     "densenet121": 7_978_856,
     "densenet_cifar": 102_730,
     "fast_cifar": 295_490,
     "googlenet": 13_004_888,
+    "inception_v3": 27_161_264,
     "lenet5": 61_706,
     "mobilenet_v1": 4_231_976,
     "mobilenet_v1_cifar": 3_217_226,
