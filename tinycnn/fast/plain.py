@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinycnn.backend import get_array_module
+from tinycnn.layers.pool import windows
 
 Pair = tuple[int, int]
 
@@ -81,18 +82,8 @@ def col2im(
 
 
 def _windows(x: Any, kh: int, kw: int, stride: Pair, padding: Pair, fill: float) -> Any:
-    """All pooling windows as ``(N, C, OH, OW, kh*kw)``, padding filled with ``fill``."""
-    xp = get_array_module(x)
-    n, c, h, w = x.shape
-    (sh, sw), (ph, pw) = stride, padding
-    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
-    img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    win = xp.empty((n, c, oh, ow, kh * kw), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            win[..., i * kw + j] = img[:, :, i : i + sh * (oh - 1) + 1 : sh,
-                                       j : j + sw * (ow - 1) + 1 : sw]
-    return win
+    """All pooling windows as ``(N, C, OH, OW, kh*kw)``: the pooling layers' own function."""
+    return windows(x, (kh, kw), stride, padding, fill)
 
 
 def maxpool2d_forward(
