@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinycnn.backend import get_array_module
-from tinycnn.layers.pool import windows
+from tinycnn.layers.pool import windows as _layer_windows
 
 Pair = tuple[int, int]
 
@@ -83,7 +83,7 @@ def col2im(
 
 def _windows(x: Any, kh: int, kw: int, stride: Pair, padding: Pair, fill: float) -> Any:
     """All pooling windows as ``(N, C, OH, OW, kh*kw)``: the pooling layers' own function."""
-    return windows(x, (kh, kw), stride, padding, fill)
+    return _layer_windows(x, (kh, kw), stride, padding, fill)
 
 
 def maxpool2d_forward(
