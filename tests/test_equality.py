@@ -308,3 +308,8 @@ def test_an_accelerated_model_copies_and_pickles_after_a_step() -> None:
     for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert tinycnn.is_accelerated(twin)
         np.testing.assert_array_equal(twin(x), y)
+
+
+def test_accelerate_names_what_it_takes() -> None:
+    with pytest.raises(TypeError, match="accelerate takes a tinycnn Module .* got list"):
+        tinycnn.accelerate([Conv2D(1, 1, 3)])

@@ -80,6 +80,11 @@ def accelerate(model: Any, enabled: bool = True, *, input_grad: bool = True) -> 
     (training needs no gradient of the images). Forward caches are cleared: run a
     forward pass before the next backward.
     """
+    from tinycnn.module import Module
+
+    if not isinstance(model, Module):
+        raise TypeError(f"accelerate takes a tinycnn Module (a layer or a model), got "
+                        f"{type(model).__name__}")
     _register_twins()
     references = {twin: ref for ref, twin in _TWINS.items()}
     for module in model.modules():
