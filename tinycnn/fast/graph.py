@@ -28,23 +28,26 @@ from tinycnn.fast import kernels_for, twin_of
 from tinycnn.fast.layers import FastMaxPool2D, FastReLU
 
 
-def _foldable_forward(relu: Any, pool: Any, x: Any) -> bool:
+def _plain_pair(relu: Any, pool: Any, array: Any) -> bool:
+    """The engine's own ReLU and MaxPool2D twins, nothing attached, on the CPU kernels."""
     return (
         type(relu) is FastReLU and type(pool) is FastMaxPool2D
         and not {"forward", "backward"} & (relu.__dict__.keys() | pool.__dict__.keys())
-        and pool.padding == (0, 0) and getattr(x, "ndim", 0) == 4
-        and not is_gpu_array(x) and kernels_for(x) is not None
+        and not is_gpu_array(array) and kernels_for(array) is not None
     )
+
+
+def _foldable_forward(relu: Any, pool: Any, x: Any) -> bool:
+    return (_plain_pair(relu, pool, x) and pool.padding == (0, 0)
+            and getattr(x, "ndim", 0) == 4)
 
 
 def _foldable(relu: Any, pool: Any, grad: Any) -> bool:
     return (
-        type(relu) is FastReLU and type(pool) is FastMaxPool2D
-        and not {"forward", "backward"} & (relu.__dict__.keys() | pool.__dict__.keys())
+        _plain_pair(relu, pool, grad)
         and pool.out is not None and pool.x_shape is not None
         and relu.__dict__.get("_out_meta") is not None
         and relu.__dict__["_out_meta"].shape == tuple(pool.x_shape)
-        and not is_gpu_array(grad) and kernels_for(grad) is not None
     )
 
 

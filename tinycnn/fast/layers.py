@@ -19,7 +19,7 @@ from tinycnn.fast import kernels_for, twin_of
 from tinycnn.layers.activation import ReLU
 from tinycnn.layers.norm import BatchNorm1D, BatchNorm2D, _BatchNorm
 from tinycnn.layers.pool import AvgPool2D, MaxPool2D, overhang
-from tinycnn.module import LayerInputError, _output_meta, check_input
+from tinycnn.module import _output_meta, check_input
 
 
 @twin_of(MaxPool2D)
@@ -139,26 +139,17 @@ class _FastBatchNorm(_BatchNorm):
             return super().forward(x)
         check_input(self, x, self._ndims, self._layout, channels=self.num_features)
         xp = get_array_module(x)
-        m = x.size // self.num_features
-        use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            if self.training and m <= 1:
-                raise LayerInputError(
-                    f"{self._name()} expected more than 1 value per channel when training, "
-                    f"got input shape {tuple(x.shape)}"
-                )
-            mean, var = k.batchnorm_stats(x)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, m)
-        else:
-            mean = self.running_mean.astype(x.dtype, copy=False)
-            var = self.running_var.astype(x.dtype, copy=False)
+        mean, var, use_batch = self._statistics(x)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         weight = self.weight.data if self.affine else None
         bias = self.bias.data if self.affine else None
         y, xhat = k.batchnorm_forward(x, mean, inv_std, weight, bias)
         self.xhat, self.inv_std, self.batch_stats = xhat, inv_std, use_batch
         return y
+
+    def _batch_moments(self, x: Any) -> tuple[Any, Any]:
+        k = kernels_for(x)
+        return super()._batch_moments(x) if k is None else k.batchnorm_stats(x)
 
     def backward(self, grad_out: Any) -> Any:
         k = kernels_for(grad_out)

@@ -82,23 +82,8 @@ class _BatchNorm(Module):
     def forward(self, x: Any) -> Any:
         check_input(self, x, self._ndims, self._layout, channels=self.num_features)
         xp = get_array_module(x)
-        axes = (0, *range(2, x.ndim))  # every axis but the channel axis 1
         shape = (1, self.num_features) + (1,) * (x.ndim - 2)  # a per-channel vector, broadcast
-        m = x.size // self.num_features
-        use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            if self.training and m <= 1:
-                raise LayerInputError(
-                    f"{self._name()} expected more than 1 value per channel when training, "
-                    f"got input shape {tuple(x.shape)}"
-                )
-            mean = x.mean(axis=axes)
-            var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, m)
-        else:
-            mean = self.running_mean.astype(x.dtype, copy=False)
-            var = self.running_var.astype(x.dtype, copy=False)
+        mean, var, use_batch = self._statistics(x)
         inv_std = 1.0 / xp.sqrt(var + self.eps)  # 1 / sigma
         xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
         y = xhat
@@ -107,6 +92,31 @@ class _BatchNorm(Module):
             y = xhat * weight.reshape(shape) + self.bias.data.astype(x.dtype).reshape(shape)
         self.xhat, self.inv_std, self.batch_stats = xhat, inv_std, use_batch
         return y
+
+    def _statistics(self, x: Any) -> tuple[Any, Any, bool]:
+        """``(mean, var, batch)``: the batch's per-channel statistics (training, or
+        ``track_running_stats=False``; the running ones updated in training), else the
+        running statistics."""
+        m = x.size // self.num_features
+        if not self.training and self.track_running_stats:  # eval: the running statistics
+            return (self.running_mean.astype(x.dtype, copy=False),
+                    self.running_var.astype(x.dtype, copy=False), False)
+        if self.training and m <= 1:
+            raise LayerInputError(
+                f"{self._name()} expected more than 1 value per channel when training, "
+                f"got input shape {tuple(x.shape)}"
+            )
+        mean, var = self._batch_moments(x)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mean, var, m)
+        return mean, var, True
+
+    def _batch_moments(self, x: Any) -> tuple[Any, Any]:
+        """``mu = mean(x)``, ``var = mean((x - mu)^2)`` per channel, over every axis but 1."""
+        axes = (0, *range(2, x.ndim))
+        shape = (1, self.num_features) + (1,) * (x.ndim - 2)
+        mean = x.mean(axis=axes)
+        return mean, ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
 
     def _update_running_stats(self, mean: Any, var: Any, m: int) -> None:
         count = self.num_batches_tracked
