@@ -20,11 +20,11 @@ medians of 3-5 fresh processes, alternating; ``python benchmarks/speed.py --thre
 
 A value the user has already set in the environment always wins.
 
-Order matters: OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` once, when NumPy is first
-imported. If NumPy was imported before tinycnn, that default comes too late (the OpenMP
-one still applies: Numba starts OpenMP lazily). Then set it in the shell instead::
-
-    OPENBLAS_THREAD_TIMEOUT=20 OMP_WAIT_POLICY=PASSIVE python train.py
+Order: OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` once, when NumPy is first imported. If
+NumPy was imported before tinycnn, that default comes too late for the load, so
+``tinycnn.accelerate`` makes OpenBLAS re-read it and restarts its idle threads
+(:func:`tinycnn.fast.threads.apply_blas_timeout`): the speed does not depend on the order
+of the imports. The OpenMP setting needs no repair: Numba starts OpenMP lazily.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def thread_settings() -> dict[str, object]:
     info["cpu_count"] = os.cpu_count()
     info["set_by_tinycnn"] = dict(status["applied"])  # type: ignore[arg-type]
     info["numpy_imported_before_tinycnn"] = status["numpy_imported_first"]
-    from tinycnn.fast import memory  # the allocator settings belong in the same report
+    from tinycnn.fast import memory, threads  # the engine's settings, same report
 
     info["malloc"] = dict(memory.status)
+    info["openblas"] = dict(threads.blas_status)
     return info

@@ -27,6 +27,9 @@ What switching on also does:
   ``accelerate`` keeps every gradient, so ``model.backward`` returns what it always does.
 * On Linux with glibc, the allocator keeps freed memory for the next step
   (:mod:`tinycnn.fast.memory`; ``TINYCNN_MALLOC=system`` opts out).
+* OpenBLAS's idle threads follow ``OPENBLAS_THREAD_TIMEOUT`` (set at ``import tinycnn``)
+  even when NumPy was imported first: their threads are restarted once if they use
+  another timeout (:func:`tinycnn.fast.threads.apply_blas_timeout`).
 
 ``use_kernels("reference")`` is a process-wide override (also a ``with`` block): while it
 is in effect, accelerated layers run their reference code. Thread settings that must
@@ -103,9 +106,10 @@ def accelerate(model: Any, enabled: bool = True, *, input_grad: bool = True) -> 
         first = _first_layer(model)
         if first is not None and hasattr(type(first), "input_grad"):
             first.input_grad = bool(input_grad)
-        from tinycnn.fast import memory
+        from tinycnn.fast import memory, threads
 
         memory.apply_defaults()
+        threads.apply_blas_timeout()
     return model
 
 

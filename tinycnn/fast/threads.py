@@ -54,6 +54,57 @@ _blas: dict[str, Any] = {}
 _pool: dict[int, ThreadPoolExecutor] = {}
 
 
+def _openblas_library() -> Any:
+    """The OpenBLAS that NumPy loaded (``ctypes.CDLL``), or None for another BLAS."""
+    if "lib" not in _blas:
+        _blas["lib"] = None
+        root = os.path.dirname(numpy.__file__)
+        candidates = [*glob.glob(os.path.join(root, os.pardir, "numpy.libs", "*openblas*")),
+                      *glob.glob(os.path.join(root, ".dylibs", "*openblas*"))]
+        for path in candidates:
+            try:
+                _blas["lib"] = ctypes.CDLL(path)
+                break
+            except OSError:
+                continue
+    return _blas["lib"]
+
+
+# Filled by apply_blas_timeout(): what OpenBLAS's idle threads do, and why.
+blas_status: dict[str, object] = {"thread_timeout": None, "restarted": False}
+
+
+def apply_blas_timeout() -> dict[str, object]:
+    """Make OpenBLAS's idle threads use ``OPENBLAS_THREAD_TIMEOUT`` even if NumPy came first.
+
+    OpenBLAS reads the variable once, when NumPy loads it: ``import tinycnn`` sets it
+    (:mod:`tinycnn._threads`), too late when the user imported NumPy first. Then OpenBLAS's
+    workers spin about 2^28 cycles after every product, through the Numba kernels that
+    follow, and a training step slows down by a quarter or more (deep_convnet and resnet20
+    on the 2-core machines). OpenBLAS exports what it needs to re-read its environment
+    (``openblas_read_env``) and to stop its threads (``blas_thread_shutdown_``, made for
+    ``fork``); the next product starts them again with the new timeout. Called by
+    ``accelerate``, between products (a restart during another thread's product would
+    disturb it). Nothing happens when the timeout OpenBLAS uses is already the one set, or
+    when NumPy uses another BLAS.
+    """
+    lib = _openblas_library()
+    wanted = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    read = getattr(lib, "openblas_thread_timeout", None)
+    reread = getattr(lib, "openblas_read_env", None)
+    shutdown = getattr(lib, "blas_thread_shutdown_", None)
+    if read is None or reread is None or shutdown is None or wanted is None:
+        blas_status["thread_timeout"] = None
+        return blas_status
+    read.restype = ctypes.c_int
+    if str(read()) != wanted.strip():
+        reread()
+        shutdown()
+        blas_status["restarted"] = True
+    blas_status["thread_timeout"] = read()
+    return blas_status
+
+
 def _openblas_threads_api() -> tuple[Any, Any] | None:
     """``(set_num_threads, get_num_threads)`` of the OpenBLAS that NumPy loaded, or None.
 
@@ -62,23 +113,16 @@ def _openblas_threads_api() -> tuple[Any, Any] | None:
     """
     if "api" not in _blas:
         _blas["api"] = None
-        root = os.path.dirname(numpy.__file__)
-        candidates = [*glob.glob(os.path.join(root, os.pardir, "numpy.libs", "*openblas*")),
-                      *glob.glob(os.path.join(root, ".dylibs", "*openblas*"))]
-        for path in candidates:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""),
-                                   ("openblas_", "64_"), ("openblas_", "")):
-                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    setter.argtypes, setter.restype = [ctypes.c_int], None
-                    getter.restype = ctypes.c_int
-                    _blas["api"] = (setter, getter)
-                    return _blas["api"]
+        lib = _openblas_library()
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""),
+                               ("openblas_", "64_"), ("openblas_", "")):
+            setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+            getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.restype = ctypes.c_int
+                _blas["api"] = (setter, getter)
+                break
     return _blas["api"]
 
 
