@@ -1,0 +1,188 @@
+"""Per-layer times of a benchmark net against PyTorch CPU, layer by layer, in one run.
+
+Every distinct (layer, input shape) of the net is timed alone, forward and backward,
+tinycnn's accelerated layer against the same ``torch.nn`` layer, each side in its own
+fresh processes (alternating), medians. The table shows where a net's training step
+loses or wins against PyTorch::
+
+    python benchmarks/layer_times.py --net deep_convnet --batch 128
+    python benchmarks/layer_times.py --net resnet20 --repeats 7 --json out.json
+
+Layers PyTorch fuses into neighbours or that cost little (Flatten, Dropout, the
+shortcuts) are left out; the totals are of the timed layers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tinycnn  # before NumPy: its thread defaults must precede OpenBLAS's load
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import _cpu_name as cpu_name  # noqa: E402
+from speed import input_shape  # noqa: E402
+
+from tinycnn import backend, models  # noqa: E402
+from tinycnn.layers import BatchNorm2D, Conv2D, MaxPool2D, ReLU  # noqa: E402
+
+
+def layer_inputs(net: str, batch: int) -> list[tuple[str, Any, tuple[int, ...], int]]:
+    """``(name, layer, input shape, count)`` for each distinct timed layer of ``net``."""
+    model = getattr(models, net)(num_classes=10, seed=0)
+    seen: dict[tuple[Any, ...], tuple[str, Any, tuple[int, ...]]] = {}
+    count: dict[tuple[Any, ...], int] = {}
+    timed = (Conv2D, BatchNorm2D, ReLU, MaxPool2D)
+
+    def record(name: str, layer: Any) -> Any:
+        forward = layer.forward
+
+        def run(x: Any) -> Any:
+            key = (repr(layer), tuple(x.shape))
+            seen.setdefault(key, (name, layer, tuple(x.shape)))
+            count[key] = count.get(key, 0) + 1
+            return forward(x)
+
+        return run
+
+    for name, m in model.named_modules():
+        if isinstance(m, timed):
+            object.__setattr__(m, "forward", record(name, m))
+    model.train()
+    np = backend.numpy
+    model(np.zeros((batch, *input_shape(net)), dtype=np.float32))
+    for m in model.modules():
+        m.__dict__.pop("forward", None)  # back to the class's own forward
+    return [(*v, count[k]) for k, v in seen.items()]
+
+
+def torch_twin(layer: Any, torch: Any) -> Any:
+    nn = torch.nn
+    if isinstance(layer, Conv2D):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                         layer.stride, layer.padding, layer.dilation, layer.groups,
+                         layer.bias is not None)
+    if isinstance(layer, BatchNorm2D):
+        return nn.BatchNorm2d(layer.num_features)
+    if isinstance(layer, ReLU):
+        return nn.ReLU()
+    if isinstance(layer, MaxPool2D):
+        return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+    raise TypeError(type(layer).__name__)
+
+
+def time_block(fn: Any, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def _forward_backward(layer: Any, x: Any, g: Any) -> None:
+    layer(x)
+    layer.backward(g)
+
+
+def _torch_forward_backward(twin: Any, x: Any, g: Any) -> None:
+    twin(x).backward(g)
+
+
+def measure_side(side: str, net: str, batch: int, steps: int) -> list[dict[str, Any]]:
+    """One process, one side: forward and forward+backward time of every distinct layer."""
+    np = backend.numpy
+    rng = np.random.default_rng(0)
+    if side == "torch":
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+    rows: list[dict[str, Any]] = []
+    for name, layer, shape, count in layer_inputs(net, batch):
+        first = not rows  # the net's first layer: no gradient of the images, on both sides
+        x = rng.standard_normal(shape).astype(np.float32)
+        if side == "tinycnn":
+            tinycnn.accelerate(layer)
+            if first and isinstance(layer, Conv2D):
+                layer.input_grad = False
+            layer.train()
+            g = rng.standard_normal(layer(x).shape).astype(np.float32)
+            forward = functools.partial(layer, x)
+            both = functools.partial(_forward_backward, layer, x, g)
+        else:
+            twin = torch_twin(layer, torch).train()
+            tx = torch.from_numpy(x).requires_grad_(not first)
+            tg = torch.from_numpy(rng.standard_normal(twin(tx).shape).astype(np.float32))
+            forward = functools.partial(twin, tx)
+            both = functools.partial(_torch_forward_backward, twin, tx, tg)
+        both()  # warm-up: first-call costs and caches
+        f = time_block(forward, steps)
+        fb = time_block(both, steps)
+        rows.append({"layer": f"{name} {type(layer).__name__}", "input": list(shape),
+                     "count": count, "forward_ms": 1000 * f, "backward_ms": 1000 * (fb - f)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--net", default="deep_convnet")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="fresh processes per side, alternating")
+    parser.add_argument("--steps", type=int, default=5, help="calls per timed block")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--side", default=None, help=argparse.SUPPRESS)  # a worker process
+    args = parser.parse_args(argv)
+    if args.side:  # PyTorch's OpenMP and Numba's never share a process (they fight)
+        print(json.dumps(measure_side(args.side, args.net, args.batch, args.steps)))
+        return 0
+
+    runs: dict[str, list[list[dict[str, Any]]]] = {"tinycnn": [], "torch": []}
+    for _ in range(args.repeats):
+        for side in runs:
+            cmd = [sys.executable, __file__, "--side", side, "--net", args.net,
+                   "--batch", str(args.batch), "--steps", str(args.steps)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def median(side: str, i: int, key: str) -> float:
+        return statistics.median(run[i][key] for run in runs[side])
+
+    rows = []
+    for i, row in enumerate(runs["tinycnn"][0]):
+        rows.append({**{k: row[k] for k in ("layer", "input", "count")},
+                     "ours_forward_ms": median("tinycnn", i, "forward_ms"),
+                     "torch_forward_ms": median("torch", i, "forward_ms"),
+                     "ours_backward_ms": median("tinycnn", i, "backward_ms"),
+                     "torch_backward_ms": median("torch", i, "backward_ms")})
+    import torch
+
+    print(f"{args.net}, batch {args.batch}, {cpu_name()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}; ms per call, medians of {args.repeats} processes a side")
+    print(f"{'layer':30s} {'input':>15s} {'n':>2s} {'fwd ours':>9s} {'torch':>7s} "
+          f"{'bwd ours':>9s} {'torch':>7s} {'torch/ours':>10s}")
+    keys = ("ours_forward_ms", "torch_forward_ms", "ours_backward_ms", "torch_backward_ms")
+    totals = [0.0, 0.0, 0.0, 0.0]
+    for r in rows:
+        cols = [r[k] for k in keys]
+        totals = [t + r["count"] * c for t, c in zip(totals, cols, strict=True)]
+        print(f"{r['layer']:30s} {'x'.join(map(str, r['input'])):>15s} {r['count']:2d} "
+              f"{cols[0]:9.2f} {cols[1]:7.2f} {cols[2]:9.2f} {cols[3]:7.2f} "
+              f"{(cols[1] + cols[3]) / (cols[0] + cols[2]):9.2f}x")
+    ratio = (totals[1] + totals[3]) / (totals[0] + totals[2])
+    print(f"{'all timed layers, times n':48s} {totals[0]:9.2f} {totals[1]:7.2f} "
+          f"{totals[2]:9.2f} {totals[3]:7.2f} {ratio:9.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"net": args.net, "batch": args.batch,
+                                               "cpu": cpu_name(), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
