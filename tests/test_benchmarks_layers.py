@@ -36,3 +36,13 @@ def test_winograd_trial_computes_the_convolution() -> None:
     import winograd_trial
 
     assert winograd_trial.check(np.random.default_rng(1)) < 1e-12
+
+
+def test_import_order_script_times_every_case(capsys) -> None:
+    import import_order
+
+    assert import_order.main(["--nets", "lenet5", "--repeats", "1", "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| lenet5 |"))
+    figures = [float(cell) for cell in row.strip("|").split("|")[1:]]
+    assert len(figures) == 5 and all(f > 0 for f in figures)
