@@ -666,47 +666,61 @@ def _direct_fwd_kernel(ximg, wk, offs, bias, wp, scratch, y):  # pragma: no cove
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _direct_dw_kernel(gw, ximg, offs, size, zero, dwk):  # pragma: no cover
+def _direct_dw_kernel(gw, ximg, offs, size, zero, parts):  # pragma: no cover
+    # Each part of the batch (a fixed split, whatever the thread count: the sum below is
+    # then the same on every machine) takes its images one at a time and adds every
+    # (output channel, tap) dot product of that image into its own partial dW. One image's
+    # gradient planes stay in L2 while all taps read them; looping over the taps outside
+    # the images instead re-read the whole batch's gradient from memory once per group of
+    # taps (simple_convnet's first layer: 7.6 ms for dW, 3.3 ms afterwards, one core).
     n = ximg.shape[0]
-    o, taps = dwk.shape
-    tap_blocks = (taps + 3) // 4
-    for task in prange(((o + 1) // 2) * tap_blocks):  # two output channels x four taps each
-        o0 = (task // tap_blocks) * 2
-        k0 = (task % tap_blocks) * 4
-        if o0 + 2 <= o and k0 + 4 <= taps:
-            # eight dot products kept in registers: six loads serve eight multiply-adds
-            oa, ob, oc, od = offs[k0], offs[k0 + 1], offs[k0 + 2], offs[k0 + 3]
-            a0, b0, c0, d0 = zero, zero, zero, zero
-            a1, b1, c1, d1 = zero, zero, zero, zero
-            for ni in range(n):
+    p_count, o, taps = parts.shape
+    for p in prange(p_count):
+        acc = parts[p]
+        acc[:, :] = zero
+        for ni in range(n * p // p_count, n * (p + 1) // p_count):
+            xr = ximg[ni]
+            for o0 in range(0, o, 2):
+                two = o0 + 2 <= o
                 g0 = gw[ni, o0, :size]  # zeros in the extra columns: they add nothing
-                g1 = gw[ni, o0 + 1, :size]
-                xr = ximg[ni]
-                xa, xb = xr[oa : oa + size], xr[ob : ob + size]
-                xc, xd = xr[oc : oc + size], xr[od : od + size]
-                for t in range(size):
-                    u, v = g0[t], g1[t]
-                    a0 += u * xa[t]
-                    b0 += u * xb[t]
-                    c0 += u * xc[t]
-                    d0 += u * xd[t]
-                    a1 += v * xa[t]
-                    b1 += v * xb[t]
-                    c1 += v * xc[t]
-                    d1 += v * xd[t]
-            dwk[o0, k0], dwk[o0, k0 + 1], dwk[o0, k0 + 2], dwk[o0, k0 + 3] = a0, b0, c0, d0
-            dwk[o0 + 1, k0], dwk[o0 + 1, k0 + 1] = a1, b1
-            dwk[o0 + 1, k0 + 2], dwk[o0 + 1, k0 + 3] = c1, d1
-        else:  # an odd last channel, or taps left over from fours: one dot product each
-            for oi in range(o0, min(o0 + 2, o)):
-                for k in range(k0, min(k0 + 4, taps)):
-                    total = zero
-                    for ni in range(n):
-                        gr = gw[ni, oi, :size]
-                        xs = ximg[ni, offs[k] : offs[k] + size]
-                        for t in range(size):
-                            total += gr[t] * xs[t]
-                    dwk[oi, k] = total
+                g1 = gw[ni, o0 + 1 if two else o0, :size]
+                k0 = 0
+                while k0 + 4 <= taps:
+                    # eight dot products kept in registers: six loads serve eight multiply-adds
+                    oa, ob, oc, od = offs[k0], offs[k0 + 1], offs[k0 + 2], offs[k0 + 3]
+                    xa, xb = xr[oa : oa + size], xr[ob : ob + size]
+                    xc, xd = xr[oc : oc + size], xr[od : od + size]
+                    a0, b0, c0, d0 = zero, zero, zero, zero
+                    a1, b1, c1, d1 = zero, zero, zero, zero
+                    for t in range(size):
+                        u, v = g0[t], g1[t]
+                        a0 += u * xa[t]
+                        b0 += u * xb[t]
+                        c0 += u * xc[t]
+                        d0 += u * xd[t]
+                        a1 += v * xa[t]
+                        b1 += v * xb[t]
+                        c1 += v * xc[t]
+                        d1 += v * xd[t]
+                    acc[o0, k0] += a0
+                    acc[o0, k0 + 1] += b0
+                    acc[o0, k0 + 2] += c0
+                    acc[o0, k0 + 3] += d0
+                    if two:
+                        acc[o0 + 1, k0] += a1
+                        acc[o0 + 1, k0 + 1] += b1
+                        acc[o0 + 1, k0 + 2] += c1
+                        acc[o0 + 1, k0 + 3] += d1
+                    k0 += 4
+                for k in range(k0, taps):  # taps left over from fours: one dot product each
+                    xs = xr[offs[k] : offs[k] + size]
+                    a0, a1 = zero, zero
+                    for t in range(size):
+                        a0 += g0[t] * xs[t]
+                        a1 += g1[t] * xs[t]
+                    acc[o0, k] += a0
+                    if two:
+                        acc[o0 + 1, k] += a1
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -764,6 +778,9 @@ def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> np.n
     return y
 
 
+_DW_PARTS = 16  # partial sums of dW: a fixed split of the batch, parallel over parts
+
+
 def conv2d_direct_backward(
     grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -790,9 +807,10 @@ def conv2d_direct_backward(
     db = sums.sum(axis=0).astype(g.dtype)
     ximg = pad2d(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c * hp * wp)
     offs = _tap_offsets(c, kh, kw, hp, wp)
-    dwk = np.empty((o, c * kh * kw), dtype=g.dtype)
-    _direct_dw_kernel(gw, ximg, offs, size, g.dtype.type(0), dwk)
-    dwt = dwk.reshape(tuple(weight.shape))
+    parts = np.empty((min(n, _DW_PARTS), o, c * kh * kw), dtype=g.dtype)
+    if n:
+        _direct_dw_kernel(gw, ximg, offs, size, g.dtype.type(0), parts)
+    dwt = parts.sum(axis=0).reshape(tuple(weight.shape)) if n else np.zeros(weight.shape, g.dtype)
     if not input_grad:
         return None, dwt, db
     dximg = np.empty((n, c * hp * wp), dtype=g.dtype)
