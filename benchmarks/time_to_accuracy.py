@@ -342,19 +342,19 @@ def table(results: list[dict[str, Any]], target: float, cpu: str) -> str:
     return "\n".join(lines)
 
 
-def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+def _names(text: str, allowed: tuple[str, ...]) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in names if n not in allowed]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"{option}: expected a comma-separated list of {', '.join(allowed)}; got {text!r}")
+            f"expected a comma-separated list of {', '.join(allowed)}; got {text!r}")
     return names
 
 
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"--eval-every must be in (0, 1], got {text}")
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
     return value
 
 
@@ -368,15 +368,17 @@ def _count(text: str) -> int:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default=",".join(RECIPES),
-                   type=lambda t: _names(t, RECIPES, "--recipes"), help="best, shared")
+                   type=lambda t: _names(t, RECIPES), help="best, shared")
     p.add_argument("--sides", default=",".join(SIDES),
-                   type=lambda t: _names(t, SIDES, "--sides"), help="tinycnn, torch")
+                   type=lambda t: _names(t, SIDES), help="tinycnn, torch")
     p.add_argument("--max-epochs", type=int, default=3,
                    help="epoch budget; the OneCycleLR schedule spans it (default 3)")
-    p.add_argument("--target", type=float, default=0.99, help="test accuracy to reach")
+    p.add_argument("--target", type=_fraction, default=0.99,
+                   help="test accuracy to reach, as a fraction (default 0.99)")
     p.add_argument("--eval-every", type=_fraction, default=0.25,
-                   help="score the test set every this fraction of an epoch")
-    p.add_argument("--seed", type=int, default=0)
+                   help="score the test set every this fraction of an epoch (rounded to a "
+                        "whole number of evaluations per epoch; default 0.25)")
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--limit-train", type=_count, default=0,
                    help="train on the first N images only (0: all 60,000)")
     p.add_argument("--limit-test", type=_count, default=0,
@@ -429,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                    "limit_train": args.limit_train, "limit_test": args.limit_test,
                    "numba_cache": args.numba_cache, "net": [list(layer) for layer in MNIST_NET],
                    "results": results}
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 
