@@ -55,6 +55,9 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+# The environment before this process imports tinycnn (which adds its thread defaults):
+# each side's process starts from it, so PyTorch never runs with tinycnn's settings.
+ENVIRON = dict(os.environ)
 SIDES = ("tinycnn", "torch")
 RECIPES = ("best", "shared")
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics
@@ -303,7 +306,7 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(side: str, recipe: str, argv: list[str], numba_cache: str) -> dict[str, Any]:
     """One fresh process; its progress lines pass through, its result comes back."""
-    env = dict(os.environ)
+    env = dict(ENVIRON)
     with tempfile.TemporaryDirectory(prefix="tta-numba-") as fresh:
         if side == "tinycnn" and numba_cache == "fresh":
             env["NUMBA_CACHE_DIR"] = fresh  # empty: every kernel is compiled in the run
