@@ -34,7 +34,8 @@ Recipes:
 
 Prints one table: side, recipe, seconds to the target (or "not reached in X s" with the
 best accuracy), epochs trained, final accuracy, startup seconds (imports, data, net), the
-first training step (on the tinycnn side it includes the JIT compile) and the CPU model.
+first training step (on the tinycnn side: with the JIT compile of the training kernels) and
+the CPU model.
 ``--json OUT`` also writes every evaluation.
 """
 
