@@ -5,6 +5,10 @@
 ResNet-20 and checks that outputs and input gradients agree, so the nets being compared
 are the same nets. PyTorch is passed in (``build("resnet20", torch)``), never imported
 here, so importing this module does not need it.
+
+:func:`from_spec` builds a PyTorch twin from a layer list that tinycnn's side builds from
+too (``time_to_accuracy.py``), and :func:`load_tinycnn_state` copies tinycnn weights into
+it: tinycnn's state dicts already use PyTorch's keys and layouts.
 """
 
 from __future__ import annotations
@@ -91,3 +95,27 @@ def resnet20(torch: Any, num_classes: int = 10) -> Any:
             return self.linear(out.mean(dim=(2, 3)))
 
     return Net()
+
+
+def from_spec(spec: tuple[tuple[Any, ...], ...], torch: Any) -> Any:
+    """An ``nn.Sequential`` from a layer list such as ``time_to_accuracy.MNIST_NET``.
+
+    Entries: ``("conv", c_in, c_out, kernel, padding, bias)``, ``("bn", channels)``,
+    ``("relu",)``, ``("maxpool", size)``, ``("flatten",)``, ``("linear", n_in, n_out)``.
+    """
+    nn = torch.nn
+    makers = {
+        "conv": lambda c_in, c_out, k, pad, bias: nn.Conv2d(c_in, c_out, k, padding=pad,
+                                                            bias=bias),
+        "bn": nn.BatchNorm2d,
+        "relu": nn.ReLU,
+        "maxpool": nn.MaxPool2d,
+        "flatten": nn.Flatten,
+        "linear": nn.Linear,
+    }
+    return nn.Sequential(*(makers[kind](*args) for kind, *args in spec))
+
+
+def load_tinycnn_state(model: Any, state: dict[str, Any], torch: Any) -> None:
+    """Load a tinycnn ``state_dict()`` (NumPy arrays, PyTorch keys) into a PyTorch twin."""
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)

@@ -67,3 +67,47 @@ def test_gpu_speed_script_says_clearly_when_there_is_no_gpu(tmp_path: Path, caps
         pytest.skip("a GPU is present: the GPU benchmark is run by hand (docs/gpu.md)")
     assert gpu_speed.main(["--out", str(tmp_path)]) == 2
     assert "no usable GPU" in capsys.readouterr().err
+
+
+def test_time_to_accuracy_evaluates_at_fixed_fractions_of_an_epoch() -> None:
+    import time_to_accuracy
+
+    assert time_to_accuracy.eval_points(10, 0.25) == {2, 5, 8, 10}
+    assert time_to_accuracy.eval_points(3, 1.0) == {3}
+    with pytest.raises(SystemExit):
+        time_to_accuracy.parse(["--sides", "tinycnn,jax"])
+    with pytest.raises(SystemExit):
+        time_to_accuracy.parse(["--limit-train", "100"])  # less than one batch
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="PyTorch is not installed: this benchmark times tinycnn against it")
+def test_time_to_accuracy_script_runs_both_sides_and_recipes(tmp_path: Path, capsys) -> None:
+    import time_to_accuracy
+
+    from tinycnn.data import load_mnist
+
+    try:
+        load_mnist(train=False, allow_embedded=False)
+    except DatasetNotFoundError as err:
+        pytest.skip(f"needs MNIST ({str(err).splitlines()[0]}): set TINYCNN_DATA to a folder "
+                    "holding mnist/, or run 'tinycnn download mnist'")
+    out = tmp_path / "tta.json"
+    status = time_to_accuracy.main(["--limit-train", "256", "--limit-test", "128",
+                                    "--max-epochs", "1", "--eval-every", "0.5",
+                                    "--numba-cache", "keep", "--json", str(out)])
+    assert status == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| side | recipe | seconds to 99.0 % | epochs | final accuracy")
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[1:]]
+    assert [c[:2] for c in cells] == [["tinycnn", "best"], ["torch", "best"],
+                                      ["tinycnn", "shared"], ["torch", "shared"]]
+    assert all(len(c) == len(cells[0]) == 8 for c in cells)
+    assert all(c[2].startswith("not reached in ") for c in cells)  # 256 images: far below
+    assert all(c[3] == "1.00" and c[4].endswith(" %") for c in cells)
+    results = json.loads(out.read_text())["results"]
+    assert all(len(r["history"]) == 2 for r in results)  # scored at 0.5 and 1.0 epoch
+    # the shared recipe starts from the same weights and sees the same batches
+    tiny, torch = (r for r in results if r["recipe"] == "shared")
+    assert abs(tiny["final_accuracy"] - torch["final_accuracy"]) <= 1 / 128
