@@ -320,6 +320,11 @@ class _ClassLoss(Loss):
                     f"{name} expected soft targets of shape {self.shape} like the "
                     f"{self.input_text}, got {tuple(target.shape)}"
                 )
+            if self.ignore_index >= 0:  # PyTorch's rule: a class index cannot be ignored here
+                raise LayerInputError(
+                    f"{name}: ignore_index={self.ignore_index} applies to integer labels, "
+                    "not to soft targets (class probabilities); leave it at its default"
+                )
             return rows, xp.moveaxis(target, axis, -1).reshape(-1, c), True
         want = "integer labels or float class probabilities" if self.soft_targets else (
             "integer class labels")
