@@ -7,7 +7,7 @@ Every loss takes PyTorch's ``reduction``:
 * ``"none"`` returns the loss of every element (or, for the classification losses, of
   every sample and position), and ``backward(grad)`` takes an array of that shape.
 
-``backward`` returns dL/d(output), which the model's ``backward`` takes next::
+``backward`` returns dL/d(output), which the model's ``backward`` takes next:
 
     loss = criterion(model(x), y)
     model.backward(criterion.backward())
@@ -17,18 +17,10 @@ input holds inf/NaN). One exception, as in PyTorch: a ``"mean"`` over nothing (e
 target equal to ``ignore_index``, class weights that add up to 0, an empty batch) is NaN,
 and is returned as NaN rather than raised.
 
-| tinycnn | PyTorch | input |
-|---|---|---|
-| `CrossEntropyLoss` | `nn.CrossEntropyLoss` | logits `(N, C)`, `(N, C, d1, ...)` or `(C,)` |
-| `SoftmaxCrossEntropy` | `nn.CrossEntropyLoss`, class axis last | logits `(N, C)` or `(N, T, C)` |
-| `NLLLoss` | `nn.NLLLoss` | log-probabilities, layout as `CrossEntropyLoss` |
-| `BCELoss` | `nn.BCELoss` | probabilities in [0, 1], any shape |
-| `BCEWithLogitsLoss` (`BCEWithLogits`) | `nn.BCEWithLogitsLoss` | logits, any shape |
-| `MSELoss` | `nn.MSELoss` | any shape |
-| `L1Loss` | `nn.L1Loss` | any shape |
-| `SmoothL1Loss` | `nn.SmoothL1Loss` | any shape |
-| `HuberLoss` | `nn.HuberLoss` | any shape |
-| `KLDivLoss` | `nn.KLDivLoss` | log-probabilities, any shape |
+The losses carry PyTorch's names and arguments (``CrossEntropyLoss``, ``NLLLoss``,
+``BCELoss``, ``BCEWithLogitsLoss``, ``MSELoss``, ``L1Loss``, ``SmoothL1Loss``,
+``HuberLoss``, ``KLDivLoss``) and give PyTorch's values and gradients;
+``SoftmaxCrossEntropy`` is cross-entropy with the classes on the last axis.
 
 The layers :class:`~tinycnn.layers.activation.LogSoftmax` and
 :class:`~tinycnn.layers.activation.Softmax` turn logits into what ``NLLLoss`` and
@@ -410,7 +402,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
 
     With ``T_nk`` the target (one-hot label, or the soft target) times the class weight
     ``w_k`` (1 without ``weight``), and ``label_smoothing = e`` replacing the target t by
-    ``(1 - e) t + e / K`` first, exactly as PyTorch does::
+    ``(1 - e) t + e / K`` first, exactly as PyTorch does:
 
         l_n = -sum_k T_nk log p_nk,   p = softmax(logits)
         L = sum_n l_n / D             ("mean"; "sum": sum_n l_n; "none": every l_n)
@@ -496,7 +488,7 @@ class NLLLoss(_ClassLoss):
 
     Input: log-probabilities (e.g. from :class:`~tinycnn.layers.activation.LogSoftmax`)
     ``(N, C)``, ``(N, C, d1, ...)`` or ``(C,)``; labels ``(N,)``, ``(N, d1, ...)`` or 0-d.
-    ``LogSoftmax(dim=1)`` followed by ``NLLLoss`` is ``CrossEntropyLoss``::
+    ``LogSoftmax(dim=1)`` followed by ``NLLLoss`` is ``CrossEntropyLoss``:
 
         l_n = -w_{y_n} x_{n, y_n}     (0 where y_n == ignore_index)
         L = sum_n l_n / sum_n w_{y_n}  ("mean", over the rows not ignored; "sum": sum_n l_n)
@@ -673,7 +665,7 @@ class BCELoss(_ElementwiseLoss):
     """Binary cross-entropy on probabilities (PyTorch's ``nn.BCELoss``), any shape.
 
     Per element, with the logs clamped at -100 as in PyTorch (so a probability of exactly 0
-    or 1 gives a loss of at most 100, not inf)::
+    or 1 gives a loss of at most 100, not inf):
 
         l = -w [t max(log x, -100) + (1 - t) max(log(1 - x), -100)]
 
@@ -789,7 +781,7 @@ class KLDivLoss(_ElementwiseLoss):
 
     The input ``x`` is log-probabilities (e.g. from
     :class:`~tinycnn.layers.activation.LogSoftmax`); the target ``t`` is probabilities, or
-    log-probabilities with ``log_target=True``. Per element::
+    log-probabilities with ``log_target=True``. Per element:
 
         l = t (log t - x)         (0 where t = 0)
         l = e^t (t - x)           (log_target=True)
