@@ -29,7 +29,7 @@ The layers :class:`~tinycnn.layers.activation.LogSoftmax` and
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy
@@ -427,7 +427,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
     def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100,
                  weight: Any = None, reduction: str = "mean") -> None:
         name = type(self).__name__
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, Real):
             raise TypeError(f"{name}: label_smoothing must be a number, got {label_smoothing!r}")
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
@@ -608,7 +608,7 @@ class SmoothL1Loss(_ElementwiseLoss):
 
     def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
         self._setup(reduction)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+        if isinstance(beta, bool) or not isinstance(beta, Real) or not beta >= 0:
             raise ValueError(f"SmoothL1Loss: beta must be a number >= 0, got {beta!r}")
         if beta == float("inf"):
             raise ValueError(f"SmoothL1Loss: beta must be finite, got {beta!r}")
@@ -643,7 +643,7 @@ class HuberLoss(_ElementwiseLoss):
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
         self._setup(reduction)
-        if (isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0
+        if (isinstance(delta, bool) or not isinstance(delta, Real) or not delta > 0
                 or delta == float("inf")):
             raise ValueError(f"HuberLoss: delta must be a finite number > 0, got {delta!r}")
         self.delta = float(delta)
