@@ -19,7 +19,19 @@ from tinycnn.gradcheck import gradcheck  # noqa: E402
 from tinycnn.info import gpu_status  # noqa: E402
 from tinycnn.layers import *  # noqa: E402,F403
 from tinycnn.layers import __all__ as _layer_names  # noqa: E402
-from tinycnn.losses import MSELoss, SoftmaxCrossEntropy  # noqa: E402
+from tinycnn.losses import (  # noqa: E402
+    BCELoss,
+    BCEWithLogits,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+    SoftmaxCrossEntropy,
+)
 from tinycnn.module import (  # noqa: E402
     BackwardBeforeForwardError,
     LayerInputError,
@@ -62,7 +74,16 @@ __all__ = [
     "Residual",
     "Concat",
     "SoftmaxCrossEntropy",
+    "CrossEntropyLoss",
+    "NLLLoss",
     "MSELoss",
+    "L1Loss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "BCELoss",
+    "BCEWithLogits",
+    "BCEWithLogitsLoss",
+    "KLDivLoss",
     "SGD",
     "Momentum",
     "AdaGrad",

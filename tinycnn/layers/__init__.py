@@ -1,6 +1,14 @@
 """Layers: each one a class with ``forward`` and its hand-written ``backward`` side by side."""
 
-from tinycnn.layers.activation import LeakyReLU, ReLU, ReLU6, Sigmoid, Tanh
+from tinycnn.layers.activation import (
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from tinycnn.layers.adaptive_pool import AdaptiveAvgPool2D
 from tinycnn.layers.conv import Conv2D
 from tinycnn.layers.conv_transpose import ConvTranspose2D
@@ -40,6 +48,8 @@ __all__ = [
     "Flatten",
     "Identity",
     "LeakyReLU",
+    "LogSoftmax",
+    "Softmax",
     "Sigmoid",
     "Tanh",
     "AvgPool2D",
