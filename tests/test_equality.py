@@ -54,11 +54,27 @@ def conv(*args: Any, **kwargs: Any) -> Callable[[np.random.Generator], Conv2D]:
     return lambda rng: Conv2D(*args, rng=rng, **kwargs)
 
 
+def untiled(*args: Any, **kwargs: Any) -> Callable[[np.random.Generator], Conv2D]:
+    """A Conv2D whose twin does not take the tiled path (so the path it replaces runs)."""
+
+    def build(rng: np.random.Generator) -> Conv2D:
+        layer = Conv2D(*args, rng=rng, **kwargs)
+        layer.use_tiles = False  # an instance setting, kept when accelerate swaps the class
+        return layer
+
+    return build
+
+
 # (name, builder taking an rng, input shape)
 LAYERS = [
     ("conv_direct_first", conv(1, 6, 5, padding=2), (3, 1, 12, 12)),
-    ("conv_direct_narrow", conv(6, 16, 5), (3, 6, 14, 14)),
-    ("conv_wide", conv(20, 24, 3, padding=1), (3, 20, 12, 12)),
+    ("conv_direct_narrow", untiled(6, 16, 5), (3, 6, 14, 14)),
+    ("conv_wide", untiled(20, 24, 3, padding=1), (3, 20, 12, 12)),
+    ("conv_tiled_direct_backward", conv(6, 16, 5), (3, 6, 14, 14)),
+    ("conv_tiled_wide_backward", conv(20, 24, 3, padding=1), (3, 20, 12, 12)),
+    ("conv_tiled_partial_block_odd_width", conv(12, 20, 3, padding=1), (2, 12, 9, 13)),
+    ("conv_tiled_first_layer", conv(3, 16, 3, padding=1), (2, 3, 10, 11)),
+    ("conv_tiled_5x5_pad2", conv(8, 20, 5, padding=2), (2, 8, 8, 9)),
     ("conv_wide_dilated", conv(18, 20, 3, padding=2, dilation=2), (2, 18, 11, 10)),
     ("conv_pointwise", conv(20, 24, 1), (3, 20, 8, 8)),
     ("conv_images_strided", conv(17, 20, 3, stride=2, padding=1), (2, 17, 34, 33)),
@@ -231,7 +247,7 @@ def test_every_accelerated_conv_path_ran() -> None:
     """The cases above cover each of Conv2D's accelerated paths (run after them)."""
     if not PATHS_SEEN:
         pytest.skip("run together with the equality tests above (it checks what they ran)")
-    assert PATHS_SEEN >= {"rows", "wide", "pointwise", "images", "depthwise", "direct"}
+    assert PATHS_SEEN >= {"rows", "wide", "pointwise", "images", "depthwise", "direct", "tiled"}
 
 
 def test_switching_back_and_forth_keeps_state_and_names() -> None:
@@ -260,7 +276,7 @@ def test_reference_kernels_switch_runs_the_layers_own_code() -> None:
         layer(x)
         assert layer.impl is None
     layer(x)
-    assert layer.impl == "wide"
+    assert layer.impl == "tiled"
 
 
 def test_relu_before_max_pool_is_folded_into_its_backward(monkeypatch: pytest.MonkeyPatch) -> None:

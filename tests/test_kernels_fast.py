@@ -391,6 +391,46 @@ def test_direct_conv_kernels_match_reference(dtype: type, g: dict, o: int, bias:
     check(db, want[2], dtype)
 
 
+tiled_geometry = st.fixed_dictionaries({
+    "n": st.integers(1, 3), "c": st.integers(1, 9), "o": st.integers(1, 40),
+    "kh": st.integers(1, 5), "kw": st.integers(1, 5), "rows": st.integers(1, 6),
+    "extra": st.integers(0, 14), "bias": st.booleans(), "seed": st.integers(0, 2**31),
+})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=tiled_geometry)
+def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict) -> None:
+    """The register-tiled convolution of a padded input: any channel count (full and
+    partial blocks of lanes), any width of at least one tile (overlapping last tiles)."""
+    h, w = g["kh"] + g["rows"] - 1, g["kw"] + fast.TILE_PIXELS - 1 + g["extra"]
+    rng = np.random.default_rng(g["seed"])
+    xpad = rand(rng, (g["n"], g["c"], h, w), dtype)
+    weight = rand(rng, (g["o"], g["c"], g["kh"], g["kw"]), dtype)
+    b = rand(rng, (g["o"],), dtype) if g["bias"] else None
+    check(fast.conv2d_tiled(xpad, weight, b), ref.conv2d_tiled(xpad, weight, b), dtype)
+
+
+def test_tiled_conv_refuses_rows_narrower_than_a_tile() -> None:
+    x = np.zeros((1, 2, 8, fast.TILE_PIXELS + 1), dtype=np.float32)
+    with pytest.raises(fast.KernelShapeError, match="at least 6 wide"):
+        fast.conv2d_tiled(x, np.zeros((4, 2, 3, 3), dtype=np.float32), None)
+
+
+def test_reference_tiled_conv_is_the_layers_convolution() -> None:
+    """The plain twin against the reference Conv2D layer (padding applied by the caller)."""
+    rng = np.random.default_rng(3)
+    from tinycnn.layers.conv import Conv2D
+
+    layer = Conv2D(5, 7, 3, padding=1, dtype=np.float64, rng=rng)
+    layer.bias.data[...] = rng.standard_normal(7)
+    x = rng.standard_normal((2, 5, 9, 10))
+    xpad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    np.testing.assert_allclose(ref.conv2d_tiled(xpad, layer.weight.data, layer.bias.data),
+                               layer(x), rtol=1e-12, atol=1e-12)
+
+
 def test_reference_direct_conv_is_the_im2col_convolution() -> None:
     """The tap-loop oracle against the im2col oracle, forward and both gradients."""
     rng = np.random.default_rng(4)
@@ -444,10 +484,12 @@ CONV_PATH_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, H, W
 @pytest.mark.parametrize("case", CONV_PATH_CASES)
 @pytest.mark.parametrize("input_grad", [True, False])
 @pytest.mark.parametrize("direct", [True, False], ids=["direct-on", "direct-off"])
+@pytest.mark.parametrize("tiles", [True, False], ids=["tiles-on", "tiles-off"])
 def test_conv_paths_agree_with_the_im2col_path(
-    case: tuple, input_grad: bool, direct: bool, monkeypatch: pytest.MonkeyPatch
+    case: tuple, input_grad: bool, direct: bool, tiles: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """FastConv2D's wide, per-image and depthwise paths give the im2col path's results."""
+    """FastConv2D's tiled, wide, per-image and depthwise paths give the im2col path's
+    results."""
     from tinycnn.fast.conv import FastConv2D as Conv2D
 
     c, o, k, s, p, d, groups, h, w = case
@@ -464,6 +506,7 @@ def test_conv_paths_agree_with_the_im2col_path(
     monkeypatch.setattr(Conv2D, "max_cached_cols_bytes", 0)  # no cached columns anywhere
     if not direct:  # the small layers take the wide path instead
         monkeypatch.setattr(Conv2D, "max_direct_macs", 0)
+    monkeypatch.setattr(Conv2D, "use_tiles", tiles)
     results = {}
     for path in ("fast", "rows"):
         if path == "rows":
@@ -482,6 +525,11 @@ def test_conv_paths_agree_with_the_im2col_path(
     if wide and d == 1 and Conv2D.max_direct_macs > 0 and (
             taps <= Conv2D.max_direct_taps or narrow):
         expected = "direct"
+    ow = (w + 2 * (p if isinstance(p, int) else p[1]) - (d if isinstance(d, int) else d[1])
+          * (kw - 1) - 1) // (s if isinstance(s, int) else s[1]) + 1
+    if (tiles and expected in ("wide", "direct") and d == 1 and ow >= fast.TILE_PIXELS
+            and o >= Conv2D.min_tiled_out_channels):
+        expected = "tiled"
     assert fast_path == ("depthwise" if groups > 1 else expected)
     for a, b in zip(results["fast"], results["rows"], strict=True):
         if b is None:

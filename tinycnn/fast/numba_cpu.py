@@ -31,7 +31,10 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import njit, prange
+from numba import types as nb_types
+from numba.extending import intrinsic
 
 from tinycnn.fast.plain import out_size
 
@@ -48,6 +51,7 @@ __all__ = [
     "col2im_images",
     "conv2d_direct_backward",
     "conv2d_direct_forward",
+    "conv2d_tiled",
     "crop_bias",
     "depthwise_conv2d_backward",
     "depthwise_conv2d_forward",
@@ -819,6 +823,141 @@ def conv2d_direct_backward(
     return _c(dximg.reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w]), dwt, db
 
 
+# ------------------------------------------------------------ register-tiled convolution
+#
+# A stride-1 convolution as a GEMM micro-kernel would compute it, with no column matrix:
+# one tile is TILE_PIXELS neighbouring outputs of one image row times TILE_LANES output
+# channels, TILE_PIXELS vectors of TILE_LANES sums kept in registers for the whole loop
+# over the taps (c, i, j). Each step loads one vector of weights (the tap's weights for
+# the tile's channels, laid out contiguously) and TILE_PIXELS input values, each broadcast
+# to a vector: TILE_PIXELS vector multiply-adds per TILE_PIXELS + 1 loads, nothing stored
+# until the end. Numba's loop vectorizer keeps such sums in memory (the arrays might alias),
+# so the loop is written in LLVM IR (``_tile_sums``) with explicit vector types; LLVM
+# splits a 16-lane vector into two AVX2 registers or keeps one AVX-512 register. Measured
+# on one Zen 4 core (batch 32, 3x3, CPU time): 29-35 GMAC/s against 15-23 for the "wide"
+# and "direct" paths it replaces (16 -> 16 channels at 28x28: 1.7-2.0 ms against 3.1-3.9).
+
+TILE_LANES = 16
+TILE_PIXELS = 6
+
+
+@intrinsic
+def _tile_sums(typingctx, x, xbase, offs, wpanel, taps, out):  # pragma: no cover
+    """``out[p*LANES + l] = sum_k x[xbase + offs[k] + p] * wpanel[k, l]`` for the tile's
+    TILE_PIXELS pixels ``p`` and TILE_LANES channels ``l``: the register-tiled inner loop."""
+    sig = nb_types.void(x, xbase, offs, wpanel, taps, out)
+
+    def codegen(context, builder, signature, args):
+        x_a, xbase_v, offs_a, w_a, taps_v, out_a = args
+        xty, _, offty, wty, _, outty = signature.args
+        xptr = context.make_array(xty)(context, builder, x_a).data
+        optr = context.make_array(offty)(context, builder, offs_a).data
+        wptr = context.make_array(wty)(context, builder, w_a).data
+        outptr = context.make_array(outty)(context, builder, out_a).data
+        fty = context.get_value_type(xty.dtype)
+        vty = llvm_ir.VectorType(fty, TILE_LANES)
+        i32, i64 = llvm_ir.IntType(32), llvm_ir.IntType(64)
+        zero = llvm_ir.Constant(vty, [llvm_ir.Constant(fty, 0.0)] * TILE_LANES)
+        undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
+        splat = llvm_ir.Constant(llvm_ir.VectorType(i32, TILE_LANES), [0] * TILE_LANES)
+        count = builder.sext(taps_v, i64) if taps_v.type.width < 64 else taps_v
+        xbase = builder.sext(xbase_v, i64) if xbase_v.type.width < 64 else xbase_v
+        entry = builder.basic_block
+        loop = builder.append_basic_block("tile.loop")
+        done = builder.append_basic_block("tile.done")
+        builder.cbranch(builder.icmp_signed(">", count, llvm_ir.Constant(i64, 0)), loop, done)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        sums = [builder.phi(vty) for _ in range(TILE_PIXELS)]
+        off = builder.load(builder.gep(optr, [k]))
+        base = builder.add(xbase, builder.sext(off, i64) if off.type.width < 64 else off)
+        row = builder.gep(wptr, [builder.mul(k, llvm_ir.Constant(i64, TILE_LANES))])
+        weights = builder.load(builder.bitcast(row, vty.as_pointer()), align=1)
+        updated = []
+        for p in range(TILE_PIXELS):
+            value = builder.load(builder.gep(xptr, [builder.add(base, llvm_ir.Constant(i64, p))]))
+            lanes = builder.insert_element(undef, value, llvm_ir.Constant(i32, 0))
+            lanes = builder.shuffle_vector(lanes, undef, splat)  # broadcast to every lane
+            product = builder.fmul(lanes, weights, flags=["contract"])
+            updated.append(builder.fadd(sums[p], product, flags=["contract"]))  # an FMA
+        nxt = builder.add(k, llvm_ir.Constant(i64, 1))
+        end = builder.basic_block
+        k.add_incoming(llvm_ir.Constant(i64, 0), entry)
+        k.add_incoming(nxt, end)
+        for p in range(TILE_PIXELS):
+            sums[p].add_incoming(zero, entry)
+            sums[p].add_incoming(updated[p], end)
+        builder.cbranch(builder.icmp_signed("<", nxt, count), loop, done)
+        builder.position_at_end(done)
+        results = []
+        for p in range(TILE_PIXELS):
+            res = builder.phi(vty)
+            res.add_incoming(zero, entry)
+            res.add_incoming(updated[p], end)
+            results.append(res)
+        for p in range(TILE_PIXELS):
+            dst = builder.gep(outptr, [llvm_ir.Constant(i64, p * TILE_LANES)])
+            builder.store(results[p], builder.bitcast(dst, vty.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def _tiled_conv_kernel(ximg, offs, wpanels, bias, wp, y):  # pragma: no cover
+    # one task per (image, block of TILE_LANES output channels, output row); a row whose
+    # width is not a multiple of TILE_PIXELS ends with a tile that overlaps the one before
+    n = ximg.shape[0]
+    blocks, taps = wpanels.shape[0], wpanels.shape[1]
+    o_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    tiles = (ow + TILE_PIXELS - 1) // TILE_PIXELS
+    for task in prange(n * blocks * oh):
+        ni = task // (blocks * oh)
+        rest = task - ni * blocks * oh
+        ob = rest // oh
+        r = rest - ob * oh
+        sums = np.empty(TILE_PIXELS * TILE_LANES, dtype=y.dtype)
+        lanes = min(TILE_LANES, o_out - ob * TILE_LANES)
+        for t in range(tiles):
+            c0 = min(t * TILE_PIXELS, ow - TILE_PIXELS)
+            _tile_sums(ximg[ni], r * wp + c0, offs, wpanels[ob], taps, sums)
+            for lane in range(lanes):
+                o = ob * TILE_LANES + lane
+                b = bias[o]
+                yrow = y[ni, o, r]
+                for p in range(TILE_PIXELS):
+                    yrow[c0 + p] = sums[p * TILE_LANES + lane] + b
+
+
+def conv2d_tiled(xpad: Any, weight: Any, bias: Any) -> np.ndarray:
+    """Stride-1 convolution of an already padded ``xpad (N, C, Hp, Wp)``, register-tiled.
+
+    ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, i:i+OH, j:j+OW]`` with
+    ``OH = Hp - kH + 1``, ``OW = Wp - kW + 1`` (at least ``TILE_PIXELS``). See the comment
+    above for how the tiles are computed.
+    """
+    xpad = _c(xpad)
+    n, c, hp, wp = xpad.shape
+    o, _, kh, kw = weight.shape
+    _expect("conv2d_tiled", "weight", tuple(weight.shape), (o, c, kh, kw))
+    oh, ow = hp - kh + 1, wp - kw + 1
+    if ow < TILE_PIXELS or oh < 1:
+        raise KernelShapeError(f"conv2d_tiled needs an output at least {TILE_PIXELS} wide, "
+                               f"got {oh}x{ow}")
+    blocks = (o + TILE_LANES - 1) // TILE_LANES
+    # the weights of each block of channels, tap by tap: (blocks, C*kH*kW, TILE_LANES);
+    # a last block with fewer channels gets zero weights (its extra lanes are not stored)
+    panels = np.zeros((blocks * TILE_LANES, c * kh * kw), dtype=xpad.dtype)
+    panels[:o] = _c(weight).reshape(o, -1)
+    panels = np.ascontiguousarray(panels.reshape(blocks, TILE_LANES, -1).transpose(0, 2, 1))
+    b = np.zeros(o, xpad.dtype) if bias is None else _c(bias).astype(xpad.dtype, copy=False)
+    y = np.empty((n, o, oh, ow), dtype=xpad.dtype)
+    if y.size:
+        _tiled_conv_kernel(xpad.reshape(n, -1), _tap_offsets(c, kh, kw, hp, wp), panels, b,
+                           wp, y)
+    return y
+
+
 # --------------------------------------------------------------------------------- pooling
 
 
@@ -1352,6 +1491,7 @@ def warmup() -> float:
         _relu_bwd_kernel(flat, flat, np.empty_like(flat))
         channel_sums(x)
         pad2d(x, 1, 2)
+        conv2d_tiled(pad2d(x, 1, 3), x[:2, :, :3, :3], x[0, :2, 0, 0])
         rows_to_nchw(cols[:, :3], np.zeros(3, dtype=dtype), (2, 3, 6, 6))
         mean, var = batchnorm_stats(x)
         batchnorm_backward(x, x, var)

@@ -161,6 +161,23 @@ def relu_backward(grad_out: Any, y: Any) -> Any:
     return xp.where(y > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
 
 
+def conv2d_tiled(xpad: Any, weight: Any, bias: Any) -> Any:
+    """Stride-1 convolution of an already padded ``xpad (N, C, Hp, Wp)``, tap by tap:
+    ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, i:i+OH, j:j+OW]``.
+
+    The Numba twin computes the same sums in register tiles (see ``numba_cpu``).
+    """
+    xp = get_array_module(xpad)
+    n, c, hp, wp = xpad.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = hp - kh + 1, wp - kw + 1
+    y = xp.zeros((n, o, oh, ow), dtype=xpad.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            y += xp.einsum("oc,nchw->nohw", weight[:, :, i, j], xpad[:, :, i : i + oh, j : j + ow])
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
 def rows_to_nchw(rows: Any, bias: Any, out_shape: tuple[int, int, int, int]) -> Any:
     """GEMM rows ``(N*OH*OW, O)`` (ordered ``(n, oh, ow)``) to ``(N, O, OH, OW)``, + bias.
 
