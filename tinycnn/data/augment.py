@@ -5,7 +5,8 @@ with array indexing (no Python loop over images), so a batch of 512 costs a few
 milliseconds. Call ``t(x, rng)`` with a ``numpy.random.Generator``; without one the
 transform uses its own generator (seeded by ``seed=``). The
 :class:`~tinycnn.data.loader.DataLoader` applies them after scaling pixels to [0, 1] and
-before normalization, so zero fill (padding, rotation corners, Cutout) is black.
+before normalization, so zero fill (padding, rotation corners, Cutout) is black and the
+colour transforms (:class:`ColorJitter`, :class:`PCAColorJitter`) see pixels in [0, 1].
 """
 
 from __future__ import annotations
