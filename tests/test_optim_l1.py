@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinycnn import l1_penalty
+from tinycnn import backend, l1_penalty
 from tinycnn.gradcheck import gradcheck
 from tinycnn.module import Module, Parameter
 from tinycnn.optim import SGD, AdaGrad, Adam, AdamW, Momentum, RMSProp
@@ -209,3 +209,24 @@ def test_bad_l1_values_are_refused(bad) -> None:
 def test_l1_penalty_refuses_what_is_not_a_parameter() -> None:
     with pytest.raises(TypeError, match="l1_penalty takes a Module or Parameters"):
         l1_penalty([np.zeros(3)], 0.1)
+
+
+@pytest.mark.skipif(not backend.gpu_available(), reason="no CUDA GPU visible to CuPy, so the "
+                                                         "GPU update cannot be compared")
+@pytest.mark.parametrize("cls", [Momentum, Adam])
+def test_l1_on_the_gpu_matches_the_cpu(cls) -> None:
+    cpu = _params(4, np.float32)
+    gpu = [Parameter(backend.to_device(p.data, "gpu")) for p in cpu]
+    opt_cpu, opt_gpu = cls(cpu, lr=0.01, l1=0.05), cls(gpu, lr=0.01, l1=0.05)
+    for t in range(3):
+        for i, (c, g) in enumerate(zip(cpu, gpu, strict=True)):
+            c.grad = _grad(t, i, c.shape).astype(np.float32)
+            g.grad = backend.to_device(c.grad, "gpu")
+        opt_cpu.step()
+        opt_gpu.step()
+    for c, g in zip(cpu, gpu, strict=True):
+        assert backend.is_gpu_array(g.data) and g.data.dtype == np.float32
+        np.testing.assert_allclose(backend.to_device(g.data, "cpu"), c.data, rtol=1e-4, atol=1e-5)
+    value, grads = l1_penalty(gpu, 0.05)
+    assert value == pytest.approx(l1_penalty(cpu, 0.05)[0], rel=1e-5)
+    assert all(backend.is_gpu_array(g) for g in grads)
