@@ -272,8 +272,8 @@ def _size_pair(size: Any, owner: str) -> tuple[int, int]:
     """``size`` (an int or ``(h, w)``) as two whole numbers >= 1, or a ValueError naming it."""
     items = [size] if isinstance(size, (int, np.integer)) else size
     try:
-        values = [v for v in items]
-    except TypeError:
+        values = list(items)
+    except TypeError:  # neither a number nor a sequence
         values = []
     if len(values) == 1:
         values = values * 2
