@@ -48,6 +48,7 @@ from tinycnn.optim import (  # noqa: E402
     RMSProp,
     clip_grad_norm,
     clip_grad_value,
+    l1_penalty,
 )
 from tinycnn.summary import summary  # noqa: E402
 from tinycnn.trainer import History, Trainer  # noqa: E402
@@ -92,6 +93,7 @@ __all__ = [
     "AdamW",
     "clip_grad_norm",
     "clip_grad_value",
+    "l1_penalty",
     "summary",
     "gradcheck",
     "losses",

@@ -3,6 +3,7 @@
     tinycnn train                                   # a small CNN on MNIST, a few minutes
     tinycnn train --model resnet20 --dataset cifar10 --epochs 30 --optimizer nesterov \\
                   --lr 0.1 --schedule cosine --warmup 2 --augment --weight-decay 5e-4
+    tinycnn train --dataset cifar10 --augment standard,jitter,pca --l1 1e-5
     tinycnn eval runs/<run>/model.npz               # test accuracy of a saved model
     tinycnn summary --model resnet20 --dataset cifar10
     tinycnn models | download mnist | info | warmup
@@ -63,6 +64,14 @@ OPTIMIZERS = {  # name: default learning rate
     "adamw": 1e-3,
     "rmsprop": 1e-3,
     "adagrad": 1e-2,
+}
+# --augment choices, in the order the pipeline applies them (geometry first, then colour)
+AUGMENTATIONS = {
+    "standard": "random crops of the zero-padded image, plus horizontal flips for CIFAR-10",
+    "resized-crop": "crops of 25-100% of the area, aspect 3/4 to 4/3, resized back",
+    "vflip": "vertical flips",
+    "jitter": "brightness, contrast and saturation jitter of 0.4",
+    "pca": "AlexNet's PCA colour noise, sigma 0.1, basis from the training images",
 }
 SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "plateau", "onecycle", "poly",
              "restarts")
@@ -241,6 +250,17 @@ def positive_number(text: str) -> float:
     return value
 
 
+def augment_names(text: str) -> str:
+    """A comma list of :data:`AUGMENTATIONS` names, in their canonical order, once each."""
+    names = [part.strip() for part in text.split(",")]
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTATIONS)} "
+            "(several with commas, e.g. standard,jitter)")
+    return ",".join(n for n in AUGMENTATIONS if n in names)
+
+
 def model_name(text: str) -> str:
     if text not in model_builders():
         raise argparse.ArgumentTypeError(_unknown_model(text))
@@ -313,7 +333,11 @@ def make_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{k} {v:g}" for k, v in OPTIMIZERS.items()) + ")")
     t.add_argument("--momentum", type=number, default=0.9,
                    help="for momentum/nesterov (default: %(default)s)")
-    t.add_argument("--weight-decay", type=number, default=0.0, help="default: %(default)s")
+    t.add_argument("--weight-decay", type=number, default=0.0,
+                   help="L2 penalty (default: %(default)s)")
+    t.add_argument("--l1", type=number, default=0.0, metavar="STRENGTH",
+                   help="L1 penalty: adds STRENGTH * sign(w) to every gradient, pushing "
+                        "weights to exactly zero (default: %(default)s)")
     t.add_argument("--schedule", choices=SCHEDULES, default="none",
                    help="learning-rate schedule: step (x0.1 every third of the run), "
                         "multistep (x0.1 at 50%% and 75%%), exponential (--gamma per epoch), "
@@ -326,8 +350,12 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=nonnegative_int, default=0, metavar="EPOCHS",
                    help="linear warmup epochs before the schedule (default: 0)")
     t.add_argument("--label-smoothing", type=number, default=0.0)
-    t.add_argument("--augment", action="store_true",
-                   help="random crops (and horizontal flips for CIFAR-10)")
+    t.add_argument("--augment", type=augment_names, nargs="?", const="standard", default=None,
+                   metavar="NAMES",
+                   help="augment the training images; NAMES is a comma list of "
+                        + "; ".join(f"{k}: {v}".replace("%", "%%")
+                                    for k, v in AUGMENTATIONS.items())
+                        + ". Bare --augment means standard")
     t.add_argument("--val-size", type=nonnegative_int, default=None, metavar="N",
                    help="training images held out for validation (default: 1/12 of them; "
                         "0: no validation)")
@@ -438,12 +466,31 @@ def load_dataset(name: str, train: bool, data_dir: str | None,
     return np.asarray(ds.data), np.asarray(ds.targets), desc
 
 
-def _augmentation(dataset: str) -> Any:
-    from tinycnn.data import Compose, RandomCrop, RandomHorizontalFlip
+def _augmentation(dataset: str, names: str, train_images: np.ndarray) -> Any:
+    """The pipeline of ``--augment NAMES`` (see :data:`AUGMENTATIONS`), in their order.
 
-    if dataset == "cifar10":
-        return Compose([RandomCrop(32, padding=4), RandomHorizontalFlip()])
-    return RandomCrop(28, padding=2)
+    The PCA colour basis is computed from ``train_images`` (the training part only, uint8),
+    so a resumed run with the same options computes the same one.
+    """
+    from tinycnn import data as D
+
+    size = DATASETS[dataset][1]
+    steps: list[Any] = []
+    for name in names.split(","):
+        if name == "standard":
+            if dataset == "cifar10":
+                steps += [D.RandomCrop(32, padding=4), D.RandomHorizontalFlip()]
+            else:
+                steps.append(D.RandomCrop(28, padding=2))
+        elif name == "resized-crop":
+            steps.append(D.RandomResizedCrop(size, scale=(0.25, 1.0)))
+        elif name == "vflip":
+            steps.append(D.RandomVerticalFlip())
+        elif name == "jitter":
+            steps.append(D.ColorJitter(0.4, 0.4, 0.4))
+        elif name == "pca":
+            steps.append(D.PCAColorJitter(*D.pca_color_basis(train_images), sigma=0.1))
+    return steps[0] if len(steps) == 1 else D.Compose(steps)
 
 
 def _loader(x: np.ndarray, y: np.ndarray, args: argparse.Namespace, batch: int,
@@ -502,13 +549,13 @@ def _make_optimizer(args: argparse.Namespace, model: Any) -> Any:
     lr = args.lr if args.lr is not None else OPTIMIZERS[args.optimizer]
     wd = args.weight_decay
     if args.optimizer == "sgd":
-        return optim.SGD(model, lr=lr, weight_decay=wd)
+        return optim.SGD(model, lr=lr, weight_decay=wd, l1=args.l1)
     if args.optimizer in ("momentum", "nesterov"):
         return optim.Momentum(model, lr=lr, momentum=args.momentum,
-                              nesterov=args.optimizer == "nesterov", weight_decay=wd)
+                              nesterov=args.optimizer == "nesterov", weight_decay=wd, l1=args.l1)
     cls = {"adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSProp,
            "adagrad": optim.AdaGrad}[args.optimizer]
-    return cls(model, lr=lr, weight_decay=wd)
+    return cls(model, lr=lr, weight_decay=wd, l1=args.l1)
 
 
 def _make_schedule(args: argparse.Namespace, optimizer: Any, steps: int) -> Any:
@@ -598,7 +645,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_loader = _loader(val_part.data, val_part.targets, args, 500)
     print(f"{len(y)} training, {val_size} validation, {len(yt)} test images")
 
-    transform = _augmentation(args.dataset) if args.augment else None
+    transform = _augmentation(args.dataset, args.augment, x) if args.augment else None
     train_loader = _loader(x, y, args, batch, shuffle=True, seed=args.seed, transform=transform)
     model = build_model(args.model, classes, channels, size, args.seed)
     try:  # out-of-range --momentum, --weight-decay, --label-smoothing: the classes say why
@@ -606,7 +653,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         scheduler = _make_schedule(args, optimizer, len(train_loader))
         loss = SoftmaxCrossEntropy(args.label_smoothing)
     except ValueError as exc:  # the classes name their Python arguments: name the options
-        raise UsageError(re.sub(r"\b(label_smoothing|weight_decay|momentum|gamma|lr)\b",
+        raise UsageError(re.sub(r"\b(label_smoothing|weight_decay|momentum|gamma|lr|l1)\b",
                                 lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
     trainer = _cli_trainer()(model, loss, optimizer, scheduler,
                              device=args.device, checkpoint=out / "checkpoint.npz",

@@ -5,7 +5,12 @@ that is trainable (``requires_grad``) and has a gradient; ``zero_grad()`` clears
 gradients. ``lr`` is a plain attribute, so a schedule changes it between steps.
 
 ``weight_decay`` is the L2 penalty added to the gradient, ``g <- g + wd * p``, for every
-optimizer but ``AdamW``, which decays the weights directly (decoupled). ``max_grad_norm``
+optimizer but ``AdamW``, which decays the weights directly (decoupled). ``l1`` is
+tinycnn's own addition (PyTorch has no such option): the sub-gradient of the L1 penalty
+``l1 * sum(|p|)``, ``g <- g + l1 * sign(p)`` with ``sign(0) = 0``, added to the gradient
+by every optimizer, ``AdamW`` included; it pushes weights to exactly zero more than L2
+does. ``l1 = 0`` (the default) leaves every update as PyTorch's. :func:`l1_penalty` gives
+the penalty's value (to report the regularized loss) and its sub-gradient. ``max_grad_norm``
 clips the global gradient norm before each step (:func:`clip_grad_norm`); call
 :func:`clip_grad_norm` (any ``norm_type``) or :func:`clip_grad_value` yourself between
 ``backward`` and ``step`` for other clipping, as in PyTorch.
@@ -106,6 +111,7 @@ def _positive_or_none(owner: str, name: str, value: Any) -> float | None:
 _RULES = {
     "lr": _at_least_zero,
     "weight_decay": _at_least_zero,
+    "l1": _at_least_zero,
     "max_grad_norm": _positive_or_none,
     "momentum": _at_least_zero,
     "dampening": _real,
@@ -224,6 +230,31 @@ def clip_grad_value(params: Module | Iterable[Parameter], clip_value: float) -> 
         p.grad = p.grad.clip(-c, c)
 
 
+def l1_penalty(params: Module | Iterable[Parameter],
+               strength: float) -> tuple[float, list[Any]]:
+    """``(value, grads)`` of the L1 penalty ``strength * sum_p sum(|p|)``.
+
+    ``grads[i] = strength * sign(p_i)`` (``sign(0) = 0``, the sub-gradient chosen at the
+    kink) for each parameter, in the order of ``parameters()``, in the parameter's dtype
+    and on its device. An optimizer built with ``l1=strength`` adds exactly these
+    gradients in its ``step()``; use the value to report the regularized loss.
+    """
+    strength = _at_least_zero("l1_penalty", "strength", strength)
+    ps = _param_list(params, "l1_penalty")
+    value = 0.0
+    grads = []
+    for p in ps:
+        xp = backend.get_array_module(p.data)
+        value += strength * float(xp.sum(xp.abs(p.data), dtype=xp.float64))
+        grads.append(_l1_grad(p.data, strength))
+    return value, grads
+
+
+def _l1_grad(data: Any, strength: float) -> Any:
+    """``strength * sign(data)`` in ``data``'s dtype (one formula for step and penalty)."""
+    return backend.get_array_module(data).sign(data) * data.dtype.type(strength)
+
+
 def _follow_device(p: Parameter, state: dict[str, Any]) -> None:
     """Move ``state``'s arrays to ``p``'s device (the model moved after earlier steps)."""
     on_gpu = backend.is_gpu_array(p.data)
@@ -245,7 +276,8 @@ class Optimizer:
     """Base of the optimizers: parameter bookkeeping, ``step``, ``zero_grad``, state.
 
     Subclasses name their hyper-parameters in ``_hyper`` and implement ``_update(p, g,
-    state)``, where ``g`` already includes the L2 weight decay and ``state`` is the
+    state)``, where ``g`` already includes the L2 weight decay and the L1 sub-gradient
+    ``l1 * sign(p)`` (both after ``max_grad_norm`` clipping), and ``state`` is the
     parameter's dict of arrays and counters (empty on its first step).
     """
 
@@ -257,17 +289,20 @@ class Optimizer:
         lr: float,
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
+        l1: float = 0.0,
     ) -> None:
         name = type(self).__name__
         lr = check_hyper(name, "lr", lr)
         weight_decay = check_hyper(name, "weight_decay", weight_decay)
         max_grad_norm = check_hyper(name, "max_grad_norm", max_grad_norm)
+        l1 = check_hyper(name, "l1", l1)
         self.params = _param_list(params, type(self).__name__)
         if not self.params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         self.lr = lr
         self.weight_decay = weight_decay
         self.max_grad_norm = max_grad_norm
+        self.l1 = l1
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
     # the loop -------------------------------------------------------------------------
@@ -288,6 +323,8 @@ class Optimizer:
             g = p.grad
             if self._l2_in_gradient() and self.weight_decay:
                 g = g + self.weight_decay * p.data
+            if self.l1:  # skipped at 0, so the default update is PyTorch's to the bit
+                g = g + _l1_grad(p.data, self.l1)
             self._update(p, g, state)
 
     def _l2_in_gradient(self) -> bool:
@@ -304,7 +341,7 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters and per-parameter state as strings, numbers and NumPy arrays."""
         out: dict[str, Any] = {"optimizer": type(self).__name__, "num_params": len(self.params)}
-        for name in ("lr", "weight_decay", "max_grad_norm", *self._hyper):
+        for name in ("lr", "weight_decay", "max_grad_norm", "l1", *self._hyper):
             value = getattr(self, name)
             if value is not None:
                 out[name] = numpy.array(value) if isinstance(value, tuple) else value
@@ -339,11 +376,11 @@ class Optimizer:
                 f"this optimizer has {len(self.params)}"
             )
         hyper: dict[str, Any] = {}
-        for key in ("lr", "weight_decay", "max_grad_norm", *self._hyper):
+        for key in ("lr", "weight_decay", "max_grad_norm", "l1", *self._hyper):
             if key in state:
                 hyper[key] = check_hyper(owner, key, numpy.asarray(state[key]))
-            elif key == "max_grad_norm":
-                hyper[key] = None
+            elif key in ("max_grad_norm", "l1"):  # a state saved without them had none
+                hyper[key] = None if key == "max_grad_norm" else 0.0
         self._check_together(owner, {**{k: getattr(self, k) for k in self._hyper}, **hyper})
         new_state: list[dict[str, Any]] = [{} for _ in self.params]
         problems = []
@@ -391,7 +428,8 @@ class Optimizer:
         return set()
 
     def __repr__(self) -> str:
-        hyper = ", ".join(f"{n}={getattr(self, n)}" for n in ("lr", "weight_decay", *self._hyper))
+        names = ("lr", "weight_decay", *(("l1",) if self.l1 else ()), *self._hyper)
+        hyper = ", ".join(f"{n}={getattr(self, n)}" for n in names)
         return f"{type(self).__name__}({len(self.params)} parameters, {hyper})"
 
 
@@ -414,8 +452,9 @@ class SGD(Optimizer):
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
+        l1: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, weight_decay, max_grad_norm)
+        super().__init__(params, lr, weight_decay, max_grad_norm, l1=l1)
         name = type(self).__name__
         # momentum >= 0 is PyTorch's only rule; momentum >= 1 diverges, but is allowed
         self.momentum = check_hyper(name, "momentum", momentum)
@@ -464,8 +503,10 @@ class Momentum(SGD):
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
+        l1: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, momentum, nesterov, dampening, weight_decay, max_grad_norm)
+        super().__init__(params, lr, momentum, nesterov, dampening, weight_decay, max_grad_norm,
+                         l1=l1)
 
 
 class AdaGrad(Optimizer):
@@ -486,8 +527,9 @@ class AdaGrad(Optimizer):
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
         lr_decay: float = 0.0,
+        l1: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, weight_decay, max_grad_norm)
+        super().__init__(params, lr, weight_decay, max_grad_norm, l1=l1)
         self.eps = check_hyper(type(self).__name__, "eps", eps)
         self.initial_accumulator_value = check_hyper(
             type(self).__name__, "initial_accumulator_value", initial_accumulator_value)
@@ -528,8 +570,9 @@ class RMSProp(Optimizer):
         centered: bool = False,
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
+        l1: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, weight_decay, max_grad_norm)
+        super().__init__(params, lr, weight_decay, max_grad_norm, l1=l1)
         name = type(self).__name__
         self.alpha = check_hyper(name, "alpha", alpha)
         self.eps = check_hyper(name, "eps", eps)
@@ -593,8 +636,9 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         max_grad_norm: float | None = None,
         amsgrad: bool = False,
+        l1: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, weight_decay, max_grad_norm)
+        super().__init__(params, lr, weight_decay, max_grad_norm, l1=l1)
         self.betas = check_hyper(type(self).__name__, "betas", betas)
         self.eps = check_hyper(type(self).__name__, "eps", eps)
         self.amsgrad = check_hyper(type(self).__name__, "amsgrad", amsgrad)
@@ -634,7 +678,8 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay, as ``torch.optim.AdamW``.
 
-    ``p <- p (1 - lr wd)`` first, then the Adam step on the plain gradient.
+    ``p <- p (1 - lr wd)`` first, then the Adam step on the plain gradient (plus
+    ``l1 * sign(p)`` when ``l1 > 0``: the L1 term is not decoupled).
     """
 
     def __init__(
@@ -646,8 +691,9 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
         max_grad_norm: float | None = None,
         amsgrad: bool = False,
+        l1: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, max_grad_norm, amsgrad)
+        super().__init__(params, lr, betas, eps, weight_decay, max_grad_norm, amsgrad, l1=l1)
 
     def _l2_in_gradient(self) -> bool:
         return False

@@ -34,8 +34,10 @@ def write_text(path: Path, text: str) -> None:
 # (--epochs may grow; --limit-test, --out, --device, --kernels, --patience may change.)
 # Causes before consequences: the default --val-size follows from --limit-train.
 RUN_OPTIONS = ("model", "dataset", "limit_train", "seed", "optimizer", "lr", "momentum",
-               "weight_decay", "schedule", "gamma", "warmup", "label_smoothing", "augment",
+               "weight_decay", "l1", "schedule", "gamma", "warmup", "label_smoothing", "augment",
                "batch_size", "val_size")
+# Records written before an option existed hold no value for it: what such a run used.
+_BEFORE_THE_OPTION = {"l1": 0.0}
 
 
 def run_options(args: argparse.Namespace, batch: int, val_size: int,
@@ -72,11 +74,16 @@ def check_run_options(checkpoint: Path, options: dict[str, Any]) -> str | None:
         raise RunError(f"{record} is damaged ({exc}); delete it to resume without the check "
                        "of the options") from None
     for key in RUN_OPTIONS:
-        if key in saved and saved[key] != options[key]:
+        if key not in saved and key not in _BEFORE_THE_OPTION:
+            continue
+        value = saved.get(key, _BEFORE_THE_OPTION.get(key))
+        if key == "augment" and isinstance(value, bool):  # recorded as on/off before names
+            value = "standard" if value else None
+        if value != options[key]:
             raise UsageError(
-                f"--resume: {checkpoint} was trained with {_option_text(key, saved[key])}, "
+                f"--resume: {checkpoint} was trained with {_option_text(key, value)}, "
                 f"this run has {_option_text(key, options[key])}: use "
-                f"{_option_text(key, saved[key])} to continue it, or drop --resume to start a "
+                f"{_option_text(key, value)} to continue it, or drop --resume to start a "
                 "new run")
     return None
 

@@ -8,15 +8,21 @@
 
 from tinycnn.data import download  # the module (callable, for the function's old name)
 from tinycnn.data.augment import (
+    ColorJitter,
     Compose,
     Cutout,
     GaussianNoise,
+    PCAColorJitter,
     RandomAffine,
     RandomCrop,
     RandomHorizontalFlip,
+    RandomResizedCrop,
     RandomRotation,
+    RandomVerticalFlip,
     Transform,
     affine_sample,
+    pca_color_basis,
+    resized_crop,
 )
 from tinycnn.data.cifar import CIFAR10, parse_cifar_batch
 from tinycnn.data.dataset import (
@@ -49,6 +55,7 @@ __all__ = [
     "MNIST",
     "ArrayDataset",
     "CharVocab",
+    "ColorJitter",
     "Compose",
     "Cutout",
     "DataLoader",
@@ -58,10 +65,13 @@ __all__ = [
     "DownloadError",
     "FashionMNIST",
     "GaussianNoise",
+    "PCAColorJitter",
     "RandomAffine",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "RandomResizedCrop",
     "RandomRotation",
+    "RandomVerticalFlip",
     "Transform",
     "affine_sample",
     "check_file",
@@ -76,6 +86,8 @@ __all__ = [
     "load_text",
     "parse_cifar_batch",
     "parse_idx",
+    "pca_color_basis",
     "read_idx",
+    "resized_crop",
     "train_val_split",
 ]
