@@ -281,3 +281,12 @@ def test_auxiliary_heads_add_weighted_losses() -> None:
     assert value == pytest.approx(expected, rel=1e-5)
     for name, p in model.named_parameters():
         np.testing.assert_allclose(p.data, want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_refuses_a_loss_that_returns_one_value_per_element() -> None:
+    from tinycnn import losses, models, optim
+    from tinycnn.trainer import Trainer
+
+    model = models.simple_convnet(seed=0)
+    with pytest.raises(ValueError, match="reduction='none'"):
+        Trainer(model, losses.CrossEntropyLoss(reduction="none"), optim.SGD(model, lr=0.1))

@@ -265,6 +265,12 @@ class Trainer:
         self.accelerate = bool(accelerate)
         if self.accelerate:
             accelerate_model(model)
+        if getattr(loss, "reduction", "mean") not in ("mean", "sum", "batchmean"):
+            raise ValueError(
+                f"Trainer needs a loss that returns one number per batch; "
+                f"{type(loss).__name__}(reduction={loss.reduction!r}) returns one per "
+                f"element: use reduction='mean' or 'sum'"
+            )
         self.loss = loss
         self.optimizer = optimizer
         self.scheduler = scheduler
