@@ -98,8 +98,11 @@ def test_autoencoder_validates_its_sizes(args, error, message) -> None:
 
 def test_autoencoder_names_a_wrong_input() -> None:
     dae = DenoisingAutoencoder(6, 4)
-    with pytest.raises(LayerInputError, match="expected 6 features"):
+    expected = r"DenoisingAutoencoder expected 6 features on axis 1 of \(N, in_features\), got 5"
+    with pytest.raises(LayerInputError, match=expected):
         dae(np.ones((2, 5), np.float32))
+    with pytest.raises(LayerInputError, match="DenoisingAutoencoder expected a 2-D input"):
+        dae(np.ones((2, 1, 6), np.float32))
 
 
 def test_autoencoder_gradcheck() -> None:

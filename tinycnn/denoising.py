@@ -1,6 +1,6 @@
-"""Denoising autoencoders (Vincent et al., 2008): corrupt the input, reconstruct the clean one.
+r"""Denoising autoencoders (Vincent et al., 2008): corrupt the input, reconstruct the clean one.
 
-A denoising autoencoder is trained to map a *corrupted* input :math:`\\tilde x` back to
+A denoising autoencoder is trained to map a *corrupted* input :math:`\tilde x` back to
 the clean :math:`x`::
 
     x_tilde = corrupt(x)                      # masking_noise or gaussian_noise
@@ -32,11 +32,13 @@ from tinycnn.layers.activation import Sigmoid
 from tinycnn.layers.arguments import check_int
 from tinycnn.layers.linear import Linear
 from tinycnn.losses import MSELoss
-from tinycnn.module import LayerInputError, Module
+from tinycnn.module import LayerInputError, Module, check_input
 from tinycnn.optim import Adam
 
 
 class Corruption(Protocol):
+    """A corruption: ``corrupt(x, rng)`` returns a corrupted copy of the batch ``x``."""
+
     def __call__(self, x: Any, rng: np.random.Generator) -> Any: ...
 
 
@@ -117,6 +119,8 @@ class DenoisingAutoencoder(Module):
             Sigmoid())
 
     def forward(self, x: Any) -> Any:
+        check_input(self, x, 2, "(N, in_features)", channels=self.in_features,
+                    what="features")
         return self.decoder(self.encoder(x))
 
     def backward(self, grad_out: Any) -> Any:
