@@ -40,7 +40,7 @@ def read(path: Path) -> Any:
 
 def test_the_notebooks_are_there() -> None:
     names = [p.name[:2] for p in PATHS]
-    assert names == [f"{i:02d}" for i in range(1, 13)], f"expected notebooks 01..12, got {names}"
+    assert names == [f"{i:02d}" for i in range(1, 15)], f"expected notebooks 01..14, got {names}"
 
 
 def test_every_notebook_is_in_the_docs() -> None:
