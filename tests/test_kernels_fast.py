@@ -412,6 +412,27 @@ def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict) -> None:
     check(fast.conv2d_tiled(xpad, weight, b), ref.conv2d_tiled(xpad, weight, b), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=tiled_geometry, stride=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 1)]))
+def test_tiled_kernels_with_strides_match_reference(dtype: type, g: dict, stride: tuple) -> None:
+    """Forward and weight gradient of the tiled convolution, strided or not; the weight
+    gradient's channel groups of 6 or 8 (a last group overlapping the one before)."""
+    sh, sw = stride
+    c = g["c"] + 5  # the weight gradient needs at least 6 input channels
+    h = g["kh"] + sh * (g["rows"] - 1)
+    w = g["kw"] + sw * (fast.TILE_PIXELS - 1 + g["extra"])
+    rng = np.random.default_rng(g["seed"])
+    xpad = rand(rng, (g["n"], c, h, w), dtype)
+    weight = rand(rng, (g["o"], c, g["kh"], g["kw"]), dtype)
+    b = rand(rng, (g["o"],), dtype) if g["bias"] else None
+    y = fast.conv2d_tiled(xpad, weight, b, stride)
+    check(y, ref.conv2d_tiled(xpad, weight, b, stride), dtype)
+    grad = rand(rng, y.shape, dtype)
+    check(fast.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride),
+          ref.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride), dtype)
+
+
 def test_tiled_conv_refuses_rows_narrower_than_a_tile() -> None:
     x = np.zeros((1, 2, 8, fast.TILE_PIXELS + 1), dtype=np.float32)
     with pytest.raises(fast.KernelShapeError, match="at least 6 wide"):
@@ -527,8 +548,8 @@ def test_conv_paths_agree_with_the_im2col_path(
         expected = "direct"
     ow = (w + 2 * (p if isinstance(p, int) else p[1]) - (d if isinstance(d, int) else d[1])
           * (kw - 1) - 1) // (s if isinstance(s, int) else s[1]) + 1
-    if (tiles and expected in ("wide", "direct") and d == 1 and ow >= fast.TILE_PIXELS
-            and o >= Conv2D.min_tiled_out_channels):
+    if (tiles and expected in ("wide", "direct", "images", "rows") and d == 1
+            and ow >= fast.TILE_PIXELS and o >= Conv2D.min_tiled_out_channels):
         expected = "tiled"
     assert fast_path == ("depthwise" if groups > 1 else expected)
     for a, b in zip(results["fast"], results["rows"], strict=True):

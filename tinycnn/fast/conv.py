@@ -31,14 +31,14 @@ follows it:
   ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, tap ij]``, no column
   matrix; for so few taps or channels im2col, its skinny GEMM and the transposes
   cost more.
-* ``"tiled"`` (CPU, one group, stride 1, no dilation, at least ``min_tiled_out_channels``
-  outputs, rows at least ``numba_cpu.TILE_PIXELS`` wide; it takes over the stride-1
-  layers of "wide" and "direct"): the same sum as "direct", computed in register tiles of
-  6 neighbouring outputs x 16 output channels by a small LLVM-IR micro-kernel
+* ``"tiled"`` (CPU, one group, no dilation, at least ``min_tiled_out_channels`` outputs,
+  rows at least ``numba_cpu.TILE_PIXELS`` wide; it takes over most layers of "wide",
+  "direct" and "images"): the same sum as "direct", computed in register tiles of 6 or 8
+  neighbouring outputs x 16 output channels by a small LLVM-IR micro-kernel
   (``numba_cpu.conv2d_tiled``). Backward: where the direct kernel pays, its dW and a
   tiled dx (the convolution of the padded G with the flipped, transposed kernel);
-  otherwise the wide path's backward. Forward measured 1.1-2.3x faster than the path it
-  replaces (one core, batch 32, the benchmark nets' layers).
+  otherwise the backward of the path it replaced. Forward measured 1.1-2.3x faster than
+  that path (one core, batch 32, the benchmark nets' layers).
 
 Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
 ``max_cached_cols_bytes``, forward keeps x instead and backward rebuilds ``X_col``
@@ -100,8 +100,7 @@ class FastConv2D(Conv2D):
 
     input_grad = True
     impl = None  # the path of the last forward; None: the reference layer's code ran
-    #: "tiled" path: the backward that follows ("direct": the direct kernel's dW and a
-    #: tiled dx; "wide": the wide path's)
+    #: "tiled" path: the backward that follows (see ``_tiled_backward_for``)
     tiled_backward = None
     x = None
 
@@ -131,7 +130,7 @@ class FastConv2D(Conv2D):
             return dx if self.input_grad else None
         self._need_cache(self.x_shape)
         # the direct kernel sums it on the way
-        direct = self.impl == "direct" or (self.impl == "tiled" and self.tiled_backward == "direct")
+        direct = self.impl == "direct" or self.tiled_backward == "direct"
         if self.bias is not None and not direct:
             db = self._k.channel_sums(grad_out)
             self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
@@ -227,9 +226,9 @@ class FastConv2D(Conv2D):
         return "rows"
 
     def _tiles_pay(self, x_shape: tuple[int, ...], taps: int) -> bool:
-        """Stride 1, no dilation, rows wide enough for a tile, and enough input channels
-        (or a direct weight gradient)."""
-        if not self.use_tiles or self.stride != (1, 1) or self.dilation != (1, 1):
+        """No dilation, rows wide enough for a tile, enough output channels, and (stride 1)
+        a direct weight gradient or enough outputs for the wide path's backward."""
+        if not self.use_tiles or self.dilation != (1, 1):
             return False
         try:
             tile = _load("numba_cpu").TILE_PIXELS  # only the Numba kernels have tiles
@@ -238,6 +237,8 @@ class FastConv2D(Conv2D):
         _, _, oh, ow = self.output_shape(x_shape)
         if ow < tile or oh < 1 or self.out_channels < self.min_tiled_out_channels:
             return False
+        if self.stride != (1, 1):  # backward: the per-image or the one-GEMM path's
+            return True
         # the direct kernel's backward, or the wide path's (at least 32 outputs an image)
         return self._direct_pays(taps) or oh * ow >= self.min_wide_positions
 
@@ -544,41 +545,71 @@ class FastConv2D(Conv2D):
     def _forward_tiled(self, x: Any) -> Any:
         top, _, left, _ = self._pads
         xpad = self._k.pad2d(x, top, left)
-        # Backward: where the direct kernel pays, its dW and the tiled dx (16 -> 16
-        # channels at 28x28, one core, batch 32: 1.3-1.7x faster than the direct path's
-        # backward); otherwise the wide path's, one column matrix of G serving dx and dW
-        # (dW from columns of x plus a tiled dx measured no faster there).
-        if self._direct_pays(self.in_channels * self.kernel_size[0] * self.kernel_size[1]):
-            self.tiled_backward = "direct"
-        else:
-            self.tiled_backward = "wide"
-        self.x = xpad if self.tiled_backward == "wide" else x
+        self.tiled_backward = self._tiled_backward_for(x.shape)
+        self.x = x if self.tiled_backward in ("direct", "images", "rows") else xpad
         self.cols = None
         w = self.weight.data.astype(x.dtype, copy=False)
-        return self._k.conv2d_tiled(xpad, w, self._bias_data())
+        return self._k.conv2d_tiled(xpad, w, self._bias_data(), self.stride)
+
+    def _tiled_backward_for(self, x_shape: tuple[int, ...]) -> str:
+        """How the tiled path's backward runs (measured at batch 128 on 2 cores):
+
+        * ``"direct"``: few taps or output channels, the direct kernel's dW (and db) and a
+          tiled dx (16 -> 16 channels at 28x28 and 32x32: 12-16 ms, against 12-16 for
+          the direct path's backward, which this replaced);
+        * ``"tiles"`` (stride 1, at least ``min_tiled_in_channels``): dW and dx both
+          register-tiled (32 -> 32 at 16x16: 8.6 ms against 11.0 for the wide path's);
+        * ``"strided"`` (at least ``TILE_PIXELS`` input channels): a tiled dW and the
+          one-GEMM path's dx (16 -> 32, stride 2, at 32x32: 11.5 ms against 24-31 for the
+          per-image path's);
+        * otherwise the backward of the path that tiles replaced (``"wide"``, ``"images"``,
+          ``"rows"``).
+        """
+        kh, kw = self.kernel_size
+        enough = self.in_channels >= self._k.TILE_PIXELS
+        _, _, oh, ow = self.output_shape(x_shape)
+        if self.stride != (1, 1):
+            if enough:
+                return "strided"
+            return "images" if oh * ow >= self.min_image_positions else "rows"
+        if self._direct_pays(self.in_channels * kh * kw):
+            return "direct"
+        if (enough and self.in_channels >= self.min_tiled_in_channels
+                and (not self.input_grad or self._tiled_dx_fits(x_shape[3]))):
+            return "tiles"
+        return "wide"
 
     def _backward_tiled(self, grad_out: Any) -> Any:
-        """The wide path's backward, or (where the direct kernel pays) dW and db from the
-        direct kernel and dx as the tiled convolution of G, padded by ``k - 1 - p``, with
-        the flipped, transposed kernel (the direct kernel's dx for few input channels,
-        where most vector lanes would be idle)."""
-        if self.tiled_backward == "wide":
-            return self._backward_wide(grad_out)
+        """The backward :meth:`_tiled_backward_for` chose. dx, where tiled, is the tiled
+        convolution of G padded by ``k - 1 - p`` with the flipped, transposed kernel (the
+        direct kernel's dx for few input channels, where most vector lanes would idle)."""
+        mode = self.tiled_backward
+        if mode in ("wide", "images", "rows"):
+            return getattr(self, f"_backward_{mode}")(grad_out)
         xp = backend.get_array_module(grad_out)
         k = self._k
         (top, _, left, _), (kh, kw) = self._pads, self.kernel_size
         g = xp.ascontiguousarray(grad_out)
         w = self.weight.data.astype(g.dtype, copy=False)
-        tiled_dx = (self.input_grad and self.in_channels >= self.min_tiled_in_channels
-                    and self._tiled_dx_fits(self.x.shape[3]))
-        dx, dw, db = k.conv2d_direct_backward(g, self.x, w, (top, left),
-                                              input_grad=self.input_grad and not tiled_dx)
-        if self.bias is not None:
-            self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
-        self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        tiled_dx = (mode != "strided" and self.input_grad
+                    and self.in_channels >= self.min_tiled_in_channels
+                    and self._tiled_dx_fits(self.x_shape[3]))
+        dx = None
+        if mode == "direct":
+            dx, dw, db = k.conv2d_direct_backward(g, self.x, w, (top, left),
+                                                  input_grad=self.input_grad and not tiled_dx)
+            if self.bias is not None:
+                self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
+            self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+        elif self.weight.requires_grad:
+            dw = k.conv2d_tiled_weight_grad(g, self.x, kh, kw, self.stride)
+            self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
         if tiled_dx:
             flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             dx = k.conv2d_tiled(k.pad2d(g, kh - 1 - top, kw - 1 - left), flipped, None)
+        elif mode == "strided" and self.input_grad:
+            grad = g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)  # (M, O)
+            dx = self._from_cols(self._matmul(grad, w, transpose_w=False))
         return dx if self.input_grad else None
 
     def _forward_direct(self, x: Any) -> Any:

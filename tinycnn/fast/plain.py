@@ -161,21 +161,39 @@ def relu_backward(grad_out: Any, y: Any) -> Any:
     return xp.where(y > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
 
 
-def conv2d_tiled(xpad: Any, weight: Any, bias: Any) -> Any:
-    """Stride-1 convolution of an already padded ``xpad (N, C, Hp, Wp)``, tap by tap:
-    ``y[n, o] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, i:i+OH, j:j+OW]``.
+def conv2d_tiled(xpad: Any, weight: Any, bias: Any, stride: Pair = (1, 1)) -> Any:
+    """Convolution of an already padded ``xpad (N, C, Hp, Wp)``, tap by tap:
+    ``y[n, o, r, s] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, r*sh + i, s*sw + j]``.
 
     The Numba twin computes the same sums in register tiles (see ``numba_cpu``).
     """
     xp = get_array_module(xpad)
     n, c, hp, wp = xpad.shape
     o, _, kh, kw = weight.shape
-    oh, ow = hp - kh + 1, wp - kw + 1
+    sh, sw = stride
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     y = xp.zeros((n, o, oh, ow), dtype=xpad.dtype)
     for i in range(kh):
         for j in range(kw):
-            y += xp.einsum("oc,nchw->nohw", weight[:, :, i, j], xpad[:, :, i : i + oh, j : j + ow])
+            taps = xpad[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            y += xp.einsum("oc,nchw->nohw", weight[:, :, i, j], taps)
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def conv2d_tiled_weight_grad(grad_out: Any, xpad: Any, kh: int, kw: int,
+                             stride: Pair = (1, 1)) -> Any:
+    """``dW`` of :func:`conv2d_tiled`, tap by tap:
+    ``dW[o, c, i, j] = sum_{n,r,s} g[n, o, r, s] * xpad[n, c, r*sh + i, s*sw + j]``."""
+    xp = get_array_module(grad_out)
+    n, c = xpad.shape[:2]
+    o, oh, ow = grad_out.shape[1:]
+    sh, sw = stride
+    dw = xp.zeros((o, c, kh, kw), dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            taps = xpad[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            dw[:, :, i, j] = xp.einsum("nohw,nchw->oc", grad_out, taps)
+    return dw
 
 
 def rows_to_nchw(rows: Any, bias: Any, out_shape: tuple[int, int, int, int]) -> Any:
