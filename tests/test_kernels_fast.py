@@ -549,7 +549,8 @@ def test_conv_paths_agree_with_the_im2col_path(
     ow = (w + 2 * (p if isinstance(p, int) else p[1]) - (d if isinstance(d, int) else d[1])
           * (kw - 1) - 1) // (s if isinstance(s, int) else s[1]) + 1
     if (tiles and expected in ("wide", "direct", "images", "rows") and d == 1
-            and ow >= fast.TILE_PIXELS and o >= Conv2D.min_tiled_out_channels):
+            and ow >= fast.TILE_PIXELS and o >= Conv2D.min_tiled_out_channels
+            and taps >= Conv2D.min_tiled_taps):
         expected = "tiled"
     assert fast_path == ("depthwise" if groups > 1 else expected)
     for a, b in zip(results["fast"], results["rows"], strict=True):

@@ -94,6 +94,10 @@ class FastConv2D(Conv2D):
     #: ... for layers with at least this many output channels (fewer leave most vector
     #: lanes idle: LeNet-5's 1 -> 6 first layer ran 0.8x as fast tiled) ...
     min_tiled_out_channels = 8
+    #: ... and at least this many taps C*kH*kW (a first layer's 9-27 taps make loops too
+    #: short: SimpleConvNet's 1 -> 30 5x5 layer made its training step 0.89x as fast on
+    #: 2 cores; the direct path keeps those) ...
+    min_tiled_taps = 32
     #: ... and dx tiled too for at least this many input channels (the direct kernel's
     #: dx for fewer)
     min_tiled_in_channels = 8
@@ -235,7 +239,8 @@ class FastConv2D(Conv2D):
         except ImportError:
             return False
         _, _, oh, ow = self.output_shape(x_shape)
-        if ow < tile or oh < 1 or self.out_channels < self.min_tiled_out_channels:
+        if (ow < tile or oh < 1 or self.out_channels < self.min_tiled_out_channels
+                or taps < self.min_tiled_taps):
             return False
         if self.stride != (1, 1):  # backward: the per-image or the one-GEMM path's
             return True
