@@ -195,6 +195,8 @@ class FastConv2D(Conv2D):
         """Which implementation runs (all give the same results; see the class docstring).
 
         ``"depthwise"``: one filter per channel, a loop over taps (no column matrix);
+        ``"tiled"``: CPU, one group, no dilation, enough output channels and taps, rows at
+        least a tile wide: register-tiled sums (no column matrix);
         ``"wide"``: CPU, one group, stride 1, not 1x1: contiguous per-image columns of the
         padded input in cache-sized chunks;
         ``"pointwise"``: CPU, one group, 1x1 stride 1 unpadded: one GEMM for the batch;
