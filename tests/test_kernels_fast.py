@@ -37,6 +37,18 @@ def check(fast_out: np.ndarray, ref_out: np.ndarray, dtype: type) -> None:
     np.testing.assert_allclose(fast_out, ref_out, **tol(dtype))
 
 
+def check_sums(fast_out: np.ndarray, ref_out: np.ndarray, dtype: type) -> None:
+    """:func:`check` for outputs that each sum up to hundreds of products: in float32 a
+    small one carries the rounding of the large terms it came from, so the absolute
+    tolerance scales with the largest output."""
+    assert fast_out.dtype == dtype, f"dtype changed: {fast_out.dtype} instead of {dtype}"
+    assert fast_out.shape == ref_out.shape
+    limits = tol(dtype)
+    scale = max(1.0, float(np.abs(ref_out).max())) if ref_out.size else 1.0
+    np.testing.assert_allclose(fast_out, ref_out, rtol=limits["rtol"],
+                               atol=limits["atol"] * scale)
+
+
 conv_geometry = st.fixed_dictionaries(
     {
         "n": st.integers(1, 3),
@@ -409,7 +421,7 @@ def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict) -> None:
     xpad = rand(rng, (g["n"], g["c"], h, w), dtype)
     weight = rand(rng, (g["o"], g["c"], g["kh"], g["kw"]), dtype)
     b = rand(rng, (g["o"],), dtype) if g["bias"] else None
-    check(fast.conv2d_tiled(xpad, weight, b), ref.conv2d_tiled(xpad, weight, b), dtype)
+    check_sums(fast.conv2d_tiled(xpad, weight, b), ref.conv2d_tiled(xpad, weight, b), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -427,10 +439,10 @@ def test_tiled_kernels_with_strides_match_reference(dtype: type, g: dict, stride
     weight = rand(rng, (g["o"], c, g["kh"], g["kw"]), dtype)
     b = rand(rng, (g["o"],), dtype) if g["bias"] else None
     y = fast.conv2d_tiled(xpad, weight, b, stride)
-    check(y, ref.conv2d_tiled(xpad, weight, b, stride), dtype)
+    check_sums(y, ref.conv2d_tiled(xpad, weight, b, stride), dtype)
     grad = rand(rng, y.shape, dtype)
-    check(fast.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride),
-          ref.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride), dtype)
+    check_sums(fast.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride),
+               ref.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride), dtype)
 
 
 def test_tiled_conv_refuses_rows_narrower_than_a_tile() -> None:
