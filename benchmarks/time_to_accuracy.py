@@ -49,7 +49,6 @@ import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -86,17 +85,6 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 
 def elapsed() -> float:
     return time.perf_counter() - START
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def eval_points(steps_per_epoch: int, every: float) -> set[int]:
@@ -419,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetNotFoundError as err:
         print(f"MNIST is needed: {err}", file=sys.stderr)
         return 2
-    cpu = cpu_name()
+    from speed import _cpu_name  # benchmarks/speed.py: standard library only at import
+
+    cpu = _cpu_name()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; target {args.target * 100:.1f} % test "
           f"accuracy, at most {args.max_epochs} epoch(s)", flush=True)
     results = []
