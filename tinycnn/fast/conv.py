@@ -87,7 +87,7 @@ class FastConv2D(Conv2D):
     #: channels the im2col GEMMs win (measurements in docs/kernels.md). 0 turns it off.
     max_direct_out_channels = 16
     max_direct_macs = 6400
-    #: "tiled" path (CPU, one group, stride 1, no dilation, outputs at least
+    #: "tiled" path (CPU, one group, no dilation, outputs at least
     #: ``numba_cpu.TILE_PIXELS`` wide): register-tiled sums, no column matrix. False
     #: turns it off (for comparisons).
     use_tiles = True
@@ -292,6 +292,10 @@ class FastConv2D(Conv2D):
             del cols  # a rebuilt column matrix can go before dcols is made
         if not self.input_grad:
             return None
+        return self._rows_input_grad(grad)
+
+    def _rows_input_grad(self, grad: Any) -> Any:
+        """dx from ``grad (M, O)``: ``col2im(grad @ W_col)``."""
         w = self.weight.data.astype(grad.dtype, copy=False)
         dcols = self._matmul(grad, w, transpose_w=False)  # (M, C*kH*kW)
         return self._from_cols(dcols)
@@ -603,11 +607,7 @@ class FastConv2D(Conv2D):
                     and self._tiled_dx_fits(self.x_shape[3]))
         dx = None
         if mode == "direct":
-            dx, dw, db = k.conv2d_direct_backward(g, self.x, w, (top, left),
-                                                  input_grad=self.input_grad and not tiled_dx)
-            if self.bias is not None:
-                self.bias.accumulate(db.astype(self.bias.dtype, copy=False))
-            self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
+            dx = self._backward_direct(g, input_grad=self.input_grad and not tiled_dx)
         elif self.weight.requires_grad:
             dw = k.conv2d_tiled_weight_grad(g, self.x, kh, kw, self.stride)
             self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
@@ -615,8 +615,7 @@ class FastConv2D(Conv2D):
             flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             dx = k.conv2d_tiled(k.pad2d(g, kh - 1 - top, kw - 1 - left), flipped, None)
         elif mode == "strided" and self.input_grad:
-            grad = g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)  # (M, O)
-            dx = self._from_cols(self._matmul(grad, w, transpose_w=False))
+            dx = self._rows_input_grad(g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels))
         return dx if self.input_grad else None
 
     def _forward_direct(self, x: Any) -> Any:
@@ -626,10 +625,12 @@ class FastConv2D(Conv2D):
             x, self.weight.data, self._bias_data(), (top, left)
         )
 
-    def _backward_direct(self, grad_out: Any) -> Any:
+    def _backward_direct(self, grad_out: Any, input_grad: bool | None = None) -> Any:
+        """dW, db and (unless ``input_grad`` is False; default: the layer's setting) dx."""
         top, _, left, _ = self._pads
         dx, dw, db = self._k.conv2d_direct_backward(
-            grad_out, self.x, self.weight.data, (top, left), input_grad=self.input_grad
+            grad_out, self.x, self.weight.data, (top, left),
+            input_grad=self.input_grad if input_grad is None else input_grad,
         )
         self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
         if self.bias is not None:

@@ -997,9 +997,6 @@ def conv2d_tiled(xpad: Any, weight: Any, bias: Any, stride: Pair = (1, 1)) -> np
     return y
 
 
-_TILED_DW_PARTS = 16  # partial sums of dW: a fixed split of the batch, parallel over parts
-
-
 @njit(parallel=True, cache=True)
 def _tiled_dw_kernel(ximg, gt, offs, chw, wp, kh, kw, group, parts):  # pragma: no cover
     # dW[o, c, i, j] = sum over images and output pixels of g[n, o, pix] * x[n, c, pix + tap]:
@@ -1055,7 +1052,7 @@ def conv2d_tiled_weight_grad(grad_out: Any, xpad: Any, kh: int, kw: int,
     gt = np.ascontiguousarray(gt.reshape(n, oh * ow, blocks, TILE_LANES).transpose(0, 2, 1, 3))
     rows, cols = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
     offs = (rows * sh * wp + cols * sw).reshape(-1).astype(np.int64)  # where each output reads
-    parts = np.empty((max(1, min(n, _TILED_DW_PARTS)), o, c, kh, kw), dtype=g.dtype)
+    parts = np.empty((max(1, min(n, _DW_PARTS)), o, c, kh, kw), dtype=g.dtype)
     group = 8 if c % 8 == 0 else 6
     if n and oh * ow:
         _tiled_dw_kernel(xpad.reshape(n, -1), gt, offs, hp * wp, wp, kh, kw, group, parts)
