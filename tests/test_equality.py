@@ -71,7 +71,10 @@ LAYERS = [
     ("conv_direct_narrow", untiled(6, 16, 5), (3, 6, 14, 14)),
     ("conv_wide", untiled(20, 24, 3, padding=1), (3, 20, 12, 12)),
     ("conv_tiled_direct_backward", conv(6, 16, 5), (3, 6, 14, 14)),
-    ("conv_tiled_wide_backward", conv(20, 24, 3, padding=1), (3, 20, 12, 12)),
+    ("conv_tiled_20_to_24", conv(20, 24, 3, padding=1), (3, 20, 12, 12)),
+    ("conv_tiled_wide_backward", conv(7, 32, 3, padding=1), (2, 7, 10, 10)),
+    ("conv_tiled_3x3_pad2", conv(16, 20, 3, padding=2), (2, 16, 8, 9)),
+    ("conv_tiled_3x3_pad3_wide_backward", conv(8, 20, 3, padding=3), (2, 8, 7, 9)),
     ("conv_tiled_partial_block_odd_width", conv(12, 20, 3, padding=1), (2, 12, 9, 13)),
     ("conv_tiled_few_input_channels", conv(4, 16, 3, padding=1), (2, 4, 10, 11)),
     ("conv_tiled_5x5_pad2", conv(8, 20, 5, padding=2), (2, 8, 8, 9)),
@@ -174,6 +177,8 @@ def one_step(model: Any, x: Any, g_seed: int) -> dict[str, Any]:
     for m in model.modules():
         if getattr(m, "impl", None):
             PATHS_SEEN.add(m.impl)
+        if getattr(m, "tiled_backward", None):
+            PATHS_SEEN.add(f"tiled, {m.tiled_backward} backward")
     return arrays
 
 
@@ -248,10 +253,13 @@ def test_eval_mode_uses_running_statistics_both_ways() -> None:
 
 
 def test_every_accelerated_conv_path_ran() -> None:
-    """The cases above cover each of Conv2D's accelerated paths (run after them)."""
+    """The cases above cover each of Conv2D's accelerated paths and each backward of the
+    tiled path (run after them)."""
     if not PATHS_SEEN:
         pytest.skip("run together with the equality tests above (it checks what they ran)")
     assert PATHS_SEEN >= {"rows", "wide", "pointwise", "images", "depthwise", "direct", "tiled"}
+    assert PATHS_SEEN >= {f"tiled, {mode} backward"
+                          for mode in ("tiles", "direct", "strided", "wide", "rows")}
 
 
 def test_switching_back_and_forth_keeps_state_and_names() -> None:

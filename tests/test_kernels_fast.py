@@ -407,42 +407,69 @@ tiled_geometry = st.fixed_dictionaries({
     "n": st.integers(1, 3), "c": st.integers(1, 9), "o": st.integers(1, 40),
     "kh": st.integers(1, 5), "kw": st.integers(1, 5), "rows": st.integers(1, 6),
     "extra": st.integers(0, 14), "bias": st.booleans(), "seed": st.integers(0, 2**31),
+    # padding before the image (negative: cropped) and the rows/columns the output
+    # reaches past the image's end (padding after it; negative: not read)
+    "top": st.integers(-1, 3), "left": st.integers(-1, 3),
+    "after_h": st.integers(-2, 3), "after_w": st.integers(-2, 3),
 })
+
+
+def tiled_input(g: dict, c: int, stride: tuple, dtype: type) -> tuple:
+    """An input ``(N, C, H, W)`` and an output size such that the padded input the output
+    reads is ``rows`` outputs high and at least one tile wide."""
+    (sh, sw), rng = stride, np.random.default_rng(g["seed"])
+    oh, ow = g["rows"], fast.TILE_PIXELS + g["extra"]
+    hz, wz = (oh - 1) * sh + g["kh"], (ow - 1) * sw + g["kw"]  # the padded extent read
+    h = max(1, hz - g["top"] - g["after_h"])
+    w = max(1, wz - g["left"] - g["after_w"])
+    return rand(rng, (g["n"], c, h, w), dtype), (oh, ow), rng
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(g=tiled_geometry)
 def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict) -> None:
-    """The register-tiled convolution of a padded input: any channel count (full and
-    partial blocks of lanes), any width of at least one tile (overlapping last tiles)."""
-    h, w = g["kh"] + g["rows"] - 1, g["kw"] + fast.TILE_PIXELS - 1 + g["extra"]
-    rng = np.random.default_rng(g["seed"])
-    xpad = rand(rng, (g["n"], g["c"], h, w), dtype)
+    """The register-tiled convolution: any channel count (full and partial blocks of
+    lanes), any width of at least one tile (overlapping last tiles), zero padding (or a
+    crop) before and after the image made where the kernel reads it."""
+    x, out_hw, rng = tiled_input(g, g["c"], (1, 1), dtype)
     weight = rand(rng, (g["o"], g["c"], g["kh"], g["kw"]), dtype)
     b = rand(rng, (g["o"],), dtype) if g["bias"] else None
-    check_sums(fast.conv2d_tiled(xpad, weight, b), ref.conv2d_tiled(xpad, weight, b), dtype)
+    pad = (g["top"], g["left"])
+    check_sums(fast.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw),
+               ref.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(g=tiled_geometry, stride=st.sampled_from([(1, 1), (2, 2), (1, 2), (3, 1)]))
 def test_tiled_kernels_with_strides_match_reference(dtype: type, g: dict, stride: tuple) -> None:
-    """Forward and weight gradient of the tiled convolution, strided or not; the weight
-    gradient's channel groups of 6 or 8 (a last group overlapping the one before)."""
-    sh, sw = stride
+    """Forward and weight gradient of the tiled convolution, strided or not, padded or
+    not; the weight gradient's channel groups of 6 or 8 (a last group overlapping the one
+    before) and its chunks of images."""
     c = g["c"] + 5  # the weight gradient needs at least 6 input channels
-    h = g["kh"] + sh * (g["rows"] - 1)
-    w = g["kw"] + sw * (fast.TILE_PIXELS - 1 + g["extra"])
-    rng = np.random.default_rng(g["seed"])
-    xpad = rand(rng, (g["n"], c, h, w), dtype)
+    x, out_hw, rng = tiled_input(g, c, stride, dtype)
     weight = rand(rng, (g["o"], c, g["kh"], g["kw"]), dtype)
     b = rand(rng, (g["o"],), dtype) if g["bias"] else None
-    y = fast.conv2d_tiled(xpad, weight, b, stride)
-    check_sums(y, ref.conv2d_tiled(xpad, weight, b, stride), dtype)
+    pad = (g["top"], g["left"])
+    y = fast.conv2d_tiled(x, weight, b, stride, pad, out_hw)
+    check_sums(y, ref.conv2d_tiled(x, weight, b, stride, pad, out_hw), dtype)
     grad = rand(rng, y.shape, dtype)
-    check_sums(fast.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride),
-               ref.conv2d_tiled_weight_grad(grad, xpad, g["kh"], g["kw"], stride), dtype)
+    check_sums(fast.conv2d_tiled_weight_grad(grad, x, g["kh"], g["kw"], stride, pad),
+               ref.conv2d_tiled_weight_grad(grad, x, g["kh"], g["kw"], stride, pad), dtype)
+
+
+def test_tiled_weight_grad_chunks_of_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch summed in chunks of several images a call (and parts of uneven size) gives
+    the same weight gradient as one image a call."""
+    rng = np.random.default_rng(11)
+    x = rand(rng, (37, 8, 9, 10), np.float64)
+    grad = rand(rng, (37, 20, 9, 10), np.float64)
+    want = ref.conv2d_tiled_weight_grad(grad, x, 3, 3, (1, 1), (1, 1))
+    for size in (1, 2 * (8 * 11 * 12 + 9 * 10 * 16) * 8, 1 << 30):  # 1, 2, 3 images a call
+        monkeypatch.setattr(fast, "_DW_CHUNK_BYTES", size)
+        check_sums(fast.conv2d_tiled_weight_grad(grad, x, 3, 3, (1, 1), (1, 1)), want,
+                   np.float64)
 
 
 def test_tiled_conv_refuses_rows_narrower_than_a_tile() -> None:
@@ -452,16 +479,18 @@ def test_tiled_conv_refuses_rows_narrower_than_a_tile() -> None:
 
 
 def test_reference_tiled_conv_is_the_layers_convolution() -> None:
-    """The plain twin against the reference Conv2D layer (padding applied by the caller)."""
+    """The plain twin against the reference Conv2D layer, padded or strided."""
     rng = np.random.default_rng(3)
     from tinycnn.layers.conv import Conv2D
 
-    layer = Conv2D(5, 7, 3, padding=1, dtype=np.float64, rng=rng)
-    layer.bias.data[...] = rng.standard_normal(7)
-    x = rng.standard_normal((2, 5, 9, 10))
-    xpad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    np.testing.assert_allclose(ref.conv2d_tiled(xpad, layer.weight.data, layer.bias.data),
-                               layer(x), rtol=1e-12, atol=1e-12)
+    for stride, padding in (((1, 1), 1), ((2, 2), 1), ((1, 1), 2), ((2, 1), 0)):
+        layer = Conv2D(5, 7, 3, stride=stride, padding=padding, dtype=np.float64, rng=rng)
+        layer.bias.data[...] = rng.standard_normal(7)
+        x = rng.standard_normal((2, 5, 9, 10))
+        np.testing.assert_allclose(
+            ref.conv2d_tiled(x, layer.weight.data, layer.bias.data, stride,
+                             (padding, padding)),
+            layer(x), rtol=1e-12, atol=1e-12)
 
 
 def test_reference_direct_conv_is_the_im2col_convolution() -> None:

@@ -35,10 +35,13 @@ follows it:
   rows at least ``numba_cpu.TILE_PIXELS`` wide; it takes over most layers of "wide",
   "direct" and "images"): the same sum as "direct", computed in register tiles of 6 or 8
   neighbouring outputs x 16 output channels by a small LLVM-IR micro-kernel
-  (``numba_cpu.conv2d_tiled``). Backward: where the direct kernel pays, its dW and a
-  tiled dx (the convolution of the padded G with the flipped, transposed kernel);
-  otherwise the backward of the path it replaced. Forward measured 1.1-2.3x faster than
-  that path (one core, batch 32, the benchmark nets' layers).
+  (``numba_cpu.conv2d_tiled``). No padded copy of the input is made: each task copies
+  the rows it reads, zero-padded, into a small buffer in cache. Backward, stride 1 and
+  at least ``min_tiled_in_channels`` input channels: a tiled dW and a tiled dx (the
+  convolution of the padded G with the flipped, transposed kernel); strided: a tiled dW
+  and the one-GEMM path's dx; fewer input channels: the direct kernel's backward where
+  it pays, otherwise the backward of the path tiles replaced. Forward measured 1.1-2.3x
+  faster than that path (one core, batch 32, the benchmark nets' layers).
 
 Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
 ``max_cached_cols_bytes``, forward keeps x instead and backward rebuilds ``X_col``
@@ -555,21 +558,22 @@ class FastConv2D(Conv2D):
 
     def _forward_tiled(self, x: Any) -> Any:
         top, _, left, _ = self._pads
-        xpad = self._k.pad2d(x, top, left)
         self.tiled_backward = self._tiled_backward_for(x.shape)
-        self.x = x if self.tiled_backward in ("direct", "images", "rows") else xpad
+        # the wide path's backward reads the padded input; the others pad where they read
+        self.x = self._k.pad2d(x, top, left) if self.tiled_backward == "wide" else x
         self.cols = None
         w = self.weight.data.astype(x.dtype, copy=False)
-        return self._k.conv2d_tiled(xpad, w, self._bias_data(), self.stride)
+        return self._k.conv2d_tiled(x, w, self._bias_data(), self.stride, (top, left),
+                                    self.output_shape(x.shape)[2:])
 
     def _tiled_backward_for(self, x_shape: tuple[int, ...]) -> str:
         """How the tiled path's backward runs (measured at batch 128 on 2 cores):
 
-        * ``"direct"``: few taps or output channels, the direct kernel's dW (and db) and a
-          tiled dx (16 -> 16 channels at 28x28 and 32x32: 12-16 ms, against 12-16 for
-          the direct path's backward, which this replaced);
         * ``"tiles"`` (stride 1, at least ``min_tiled_in_channels``): dW and dx both
-          register-tiled (32 -> 32 at 16x16: 8.6 ms against 11.0 for the wide path's);
+          register-tiled (dW alone: 16 -> 16 channels at 32x32 5.6 ms against 7.2 for the
+          direct kernel's, at 28x28 3.8 against 6.0; 32 -> 32 at 16x16 4.7 against 9.2);
+        * ``"direct"``: fewer input channels, few taps or output channels: the direct
+          kernel's dW (and db) and dx (most lanes of a tiled dx would idle);
         * ``"strided"`` (at least ``TILE_PIXELS`` input channels): a tiled dW and the
           one-GEMM path's dx (16 -> 32, stride 2, at 32x32: 11.5 ms against 24-31 for the
           per-image path's);
@@ -583,17 +587,16 @@ class FastConv2D(Conv2D):
             if enough:
                 return "strided"
             return "images" if oh * ow >= self.min_image_positions else "rows"
-        if self._direct_pays(self.in_channels * kh * kw):
-            return "direct"
         if (enough and self.in_channels >= self.min_tiled_in_channels
                 and (not self.input_grad or self._tiled_dx_fits(x_shape[3]))):
             return "tiles"
+        if self._direct_pays(self.in_channels * kh * kw):
+            return "direct"
         return "wide"
 
     def _backward_tiled(self, grad_out: Any) -> Any:
         """The backward :meth:`_tiled_backward_for` chose. dx, where tiled, is the tiled
-        convolution of G padded by ``k - 1 - p`` with the flipped, transposed kernel (the
-        direct kernel's dx for few input channels, where most vector lanes would idle)."""
+        convolution of G padded by ``k - 1 - p`` with the flipped, transposed kernel."""
         mode = self.tiled_backward
         if mode in ("wide", "images", "rows"):
             return getattr(self, f"_backward_{mode}")(grad_out)
@@ -602,18 +605,16 @@ class FastConv2D(Conv2D):
         (top, _, left, _), (kh, kw) = self._pads, self.kernel_size
         g = xp.ascontiguousarray(grad_out)
         w = self.weight.data.astype(g.dtype, copy=False)
-        tiled_dx = (mode != "strided" and self.input_grad
-                    and self.in_channels >= self.min_tiled_in_channels
-                    and self._tiled_dx_fits(self.x_shape[3]))
-        dx = None
         if mode == "direct":
-            dx = self._backward_direct(g, input_grad=self.input_grad and not tiled_dx)
-        elif self.weight.requires_grad:
-            dw = k.conv2d_tiled_weight_grad(g, self.x, kh, kw, self.stride)
+            return self._backward_direct(g)
+        dx = None
+        if self.weight.requires_grad:
+            dw = k.conv2d_tiled_weight_grad(g, self.x, kh, kw, self.stride, (top, left))
             self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
-        if tiled_dx:
+        if mode == "tiles" and self.input_grad:
             flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            dx = k.conv2d_tiled(k.pad2d(g, kh - 1 - top, kw - 1 - left), flipped, None)
+            dx = k.conv2d_tiled(g, flipped, None, (1, 1), (kh - 1 - top, kw - 1 - left),
+                                self.x_shape[2:])
         elif mode == "strided" and self.input_grad:
             dx = self._rows_input_grad(g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels))
         return dx if self.input_grad else None

@@ -161,37 +161,56 @@ def relu_backward(grad_out: Any, y: Any) -> Any:
     return xp.where(y > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
 
 
-def conv2d_tiled(xpad: Any, weight: Any, bias: Any, stride: Pair = (1, 1)) -> Any:
-    """Convolution of an already padded ``xpad (N, C, Hp, Wp)``, tap by tap:
-    ``y[n, o, r, s] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, r*sh + i, s*sw + j]``.
+def _zero_extended(x: Any, top: int, left: int, hp: int, wp: int) -> Any:
+    """``xz (N, C, hp, wp)`` with ``xz[..., r, s] = x[..., r - top, s - left]``, 0 outside
+    ``x``: ``x`` zero-padded by ``top`` rows and ``left`` columns (cropped where those are
+    negative) and after it as far as ``hp x wp`` reaches."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    xz = xp.zeros((n, c, hp, wp), dtype=x.dtype)
+    r0, r1 = max(0, top), min(hp, top + h)
+    s0, s1 = max(0, left), min(wp, left + w)
+    if r0 < r1 and s0 < s1:
+        xz[:, :, r0:r1, s0:s1] = x[:, :, r0 - top : r1 - top, s0 - left : s1 - left]
+    return xz
+
+
+def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
+                 padding: Pair = (0, 0), out_hw: Pair | None = None) -> Any:
+    """Convolution of ``x (N, C, H, W)`` zero-padded by ``padding = (top, left)``, tap by
+    tap: ``y[n, o, r, s] = b[o] + sum_{c,i,j} w[o, c, i, j] * xz[n, c, r*sh + i, s*sw + j]``
+    with ``xz = _zero_extended(x, top, left, ...)``, for an output ``out_hw = (OH, OW)``
+    (default: the same padding after the image as before it).
 
     The Numba twin computes the same sums in register tiles (see ``numba_cpu``).
     """
-    xp = get_array_module(xpad)
-    n, c, hp, wp = xpad.shape
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
-    sh, sw = stride
-    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    y = xp.zeros((n, o, oh, ow), dtype=xpad.dtype)
+    (sh, sw), (top, left) = stride, padding
+    oh, ow = out_hw or ((h + 2 * top - kh) // sh + 1, (w + 2 * left - kw) // sw + 1)
+    xz = _zero_extended(x, top, left, (oh - 1) * sh + kh, (ow - 1) * sw + kw)
+    y = xp.zeros((n, o, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            taps = xpad[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            taps = xz[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
             y += xp.einsum("oc,nchw->nohw", weight[:, :, i, j], taps)
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
-def conv2d_tiled_weight_grad(grad_out: Any, xpad: Any, kh: int, kw: int,
-                             stride: Pair = (1, 1)) -> Any:
+def conv2d_tiled_weight_grad(grad_out: Any, x: Any, kh: int, kw: int, stride: Pair = (1, 1),
+                             padding: Pair = (0, 0)) -> Any:
     """``dW`` of :func:`conv2d_tiled`, tap by tap:
-    ``dW[o, c, i, j] = sum_{n,r,s} g[n, o, r, s] * xpad[n, c, r*sh + i, s*sw + j]``."""
+    ``dW[o, c, i, j] = sum_{n,r,s} g[n, o, r, s] * xz[n, c, r*sh + i, s*sw + j]``."""
     xp = get_array_module(grad_out)
-    n, c = xpad.shape[:2]
+    n, c = x.shape[:2]
     o, oh, ow = grad_out.shape[1:]
-    sh, sw = stride
+    (sh, sw), (top, left) = stride, padding
+    xz = _zero_extended(x, top, left, (oh - 1) * sh + kh, (ow - 1) * sw + kw)
     dw = xp.zeros((o, c, kh, kw), dtype=grad_out.dtype)
     for i in range(kh):
         for j in range(kw):
-            taps = xpad[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            taps = xz[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
             dw[:, :, i, j] = xp.einsum("nohw,nchw->oc", grad_out, taps)
     return dw
 
