@@ -341,3 +341,22 @@ def test_an_accelerated_model_copies_and_pickles_after_a_step() -> None:
 def test_accelerate_names_what_it_takes() -> None:
     with pytest.raises(TypeError, match="accelerate takes a tinycnn Module .* got list"):
         tinycnn.accelerate([Conv2D(1, 1, 3)])
+
+
+def test_batchnorm_twin_makes_xhat_only_when_read() -> None:
+    """The BatchNorm twin writes y only; the reference's cache ``xhat`` is made from the
+    kept input when something reads it, and a reference-mode backward after a fast
+    forward gets the same gradients."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((4, 5, 6, 6)) * 3 + 2).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    reference = BatchNorm2D(5)
+    reference.weight.data[...] = rng.uniform(0.5, 2.0, 5)
+    fast = tinycnn.accelerate(copy.deepcopy(reference))
+    np.testing.assert_allclose(fast(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert fast.__dict__.get("xhat") is None  # not written by forward
+    np.testing.assert_allclose(fast.xhat, reference.xhat, rtol=1e-5, atol=1e-5)
+    with tinycnn.use_kernels("reference"):
+        dx = fast.backward(g)
+    np.testing.assert_allclose(dx, reference.backward(g), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fast.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)

@@ -97,7 +97,7 @@ def accelerate(model: Any, enabled: bool = True, *, input_grad: bool = True) -> 
         elif not enabled and cls in references:
             module._clear_cache()  # the twin's caches first, then the layer's
             module.__class__ = references[cls]
-            for key in ("input_grad", "_deferred_input"):
+            for key in ("input_grad", "_deferred_input", "_normalized_input"):
                 module.__dict__.pop(key, None)
         else:
             continue

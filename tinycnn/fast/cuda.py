@@ -292,8 +292,8 @@ _channel_dot = cp.ReductionKernel(
 # Per-channel vectors arrive as (1, C, 1) and broadcast over (N, C, L).
 _bn_fwd = cp.ElementwiseKernel(
     "T x, T mean, T inv_std, T w, T b",
-    "T y, T xhat",
-    "xhat = (x - mean) * inv_std; y = xhat * w + b",
+    "T y",
+    "y = (x - mean) * inv_std * w + b",
     "tinycnn_bn_fwd",
 )
 _bn_normalize = cp.ElementwiseKernel(
@@ -434,11 +434,9 @@ def batchnorm_stats(x: Any) -> tuple[Any, Any]:
     return mean.astype(x.dtype, copy=False), var.astype(x.dtype, copy=False)
 
 
-def batchnorm_forward(x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any) -> tuple[Any, Any]:
-    """``(y, xhat)``: ``xhat = (x - mean) * inv_std``, ``y = weight * xhat + bias`` per channel.
-
-    One pass, two outputs; without ``weight``/``bias`` (``None``) ``y`` is ``xhat``.
-    """
+def batchnorm_forward(x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any) -> Any:
+    """``y = weight * (x - mean) * inv_std + bias`` per channel, one pass; without
+    ``weight``/``bias`` (``None``) ``y = (x - mean) * inv_std``."""
     x3 = _as_ncl(cp.ascontiguousarray(x))
     dt = x.dtype
 
@@ -446,23 +444,26 @@ def batchnorm_forward(x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any) -
         return v.astype(dt, copy=False).reshape(1, -1, 1)
 
     if weight is None:
-        xhat = _bn_normalize(x3, per_channel(mean), per_channel(inv_std)).reshape(x.shape)
-        return xhat, xhat
-    y, xhat = _bn_fwd(x3, per_channel(mean), per_channel(inv_std), per_channel(weight),
-                      per_channel(bias))
-    return y.reshape(x.shape), xhat.reshape(x.shape)
+        return _bn_normalize(x3, per_channel(mean), per_channel(inv_std)).reshape(x.shape)
+    y = _bn_fwd(x3, per_channel(mean), per_channel(inv_std), per_channel(weight),
+                per_channel(bias))
+    return y.reshape(x.shape)
 
 
-def batchnorm_backward(grad_out: Any, xhat: Any, scale: Any) -> tuple[Any, Any, Any]:
-    """``(dx, sum(g), sum(g * xhat))``, ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))``."""
+def batchnorm_backward(grad_out: Any, x: Any, mean: Any, inv_std: Any,
+                       scale: Any) -> tuple[Any, Any, Any]:
+    """``(dx, sum(g), sum(g * xhat))`` with ``xhat = (x - mean) * inv_std`` and
+    ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))``."""
+    dt = grad_out.dtype
     g3 = _as_ncl(cp.ascontiguousarray(grad_out))
-    xh3 = _as_ncl(cp.ascontiguousarray(xhat, dtype=grad_out.dtype))
+    x3 = _as_ncl(cp.ascontiguousarray(x, dtype=dt))
+    xh3 = _bn_normalize(x3, mean.astype(dt, copy=False).reshape(1, -1, 1),
+                        inv_std.astype(dt, copy=False).reshape(1, -1, 1))
     m = g3.shape[0] * g3.shape[2]
     g_sum = _channel_sum(g3, axis=(0, 2))
     gx_sum = _channel_dot(g3, xh3, axis=(0, 2))
-    k = (scale.astype(grad_out.dtype, copy=False) / m).reshape(1, -1, 1)
-    dx = _bn_bwd(g3, xh3, g_sum.reshape(1, -1, 1), gx_sum.reshape(1, -1, 1), k,
-                 grad_out.dtype.type(m))
+    k = (scale.astype(dt, copy=False) / m).reshape(1, -1, 1)
+    dx = _bn_bwd(g3, xh3, g_sum.reshape(1, -1, 1), gx_sum.reshape(1, -1, 1), k, dt.type(m))
     return dx.reshape(grad_out.shape), g_sum, gx_sum
 
 

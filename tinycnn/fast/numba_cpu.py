@@ -1561,88 +1561,88 @@ def batchnorm_stats(x: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _bn_bwd_kernel(g, xhat, scale, dx, g_sum, gx_sum):  # pragma: no cover
+def _bn_bwd_kernel(g, x, mean, inv_std, scale, dx, g_sum, gx_sum):  # pragma: no cover
+    # xhat = (x - mean) * inv_std is recomputed where it is read: forward keeps x (an
+    # array that exists anyway) instead of writing a full-size xhat
     n, c, hw = g.shape
     m = n * hw
     for ci in prange(c):
+        mu, sd = mean[ci], inv_std[ci]
         s = 0.0  # float64 across rows, vectorized row sums (as in _bn_stats_kernel)
         sx = 0.0
         for ni in range(n):
-            gr, xr = g[ni, ci], xhat[ni, ci]
+            gr, xr = g[ni, ci], x[ni, ci]
             rs = gr[0] * 0
             rx = gr[0] * 0
             for p in range(hw):
                 rs += gr[p]
-                rx += gr[p] * xr[p]
+                rx += gr[p] * ((xr[p] - mu) * sd)
             s += rs
             sx += rx
         g_sum[ci] = s
         gx_sum[ci] = sx
         k = scale[ci] / m
         for ni in range(n):
-            gr, xr, dr = g[ni, ci], xhat[ni, ci], dx[ni, ci]
+            gr, xr, dr = g[ni, ci], x[ni, ci], dx[ni, ci]
             for p in range(hw):
-                dr[p] = k * (m * gr[p] - s - xr[p] * sx)
+                dr[p] = k * (m * gr[p] - s - ((xr[p] - mu) * sd) * sx)
 
 
 def batchnorm_backward(
-    grad_out: Any, xhat: Any, scale: Any
+    grad_out: Any, x: Any, mean: Any, inv_std: Any, scale: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BatchNorm's backward with batch statistics, in two passes over each channel.
 
-    Returns ``(dx, sum(g), sum(g * xhat))`` with sums per channel and
-    ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))`` (``scale = gamma / sigma``).
+    Returns ``(dx, sum(g), sum(g * xhat))`` with sums per channel, ``xhat = (x - mean) *
+    inv_std`` and ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))`` (``scale =
+    gamma / sigma``).
     """
-    _expect("batchnorm_backward", "grad_out", grad_out.shape, xhat.shape)
-    _expect("batchnorm_backward", "scale", scale.shape, (xhat.shape[1],))
-    g, xhat = _c(grad_out), _c(xhat)
+    _expect("batchnorm_backward", "grad_out", grad_out.shape, x.shape)
+    for name, a in (("mean", mean), ("inv_std", inv_std), ("scale", scale)):
+        _expect("batchnorm_backward", name, a.shape, (x.shape[1],))
+    g, x = _c(grad_out), _c(x).astype(grad_out.dtype, copy=False)
     n, c = g.shape[:2]
+    dt = g.dtype
     dx = np.empty_like(g)
-    g_sum = np.empty(c, dtype=g.dtype)
-    gx_sum = np.empty(c, dtype=g.dtype)
+    g_sum = np.empty(c, dtype=dt)
+    gx_sum = np.empty(c, dtype=dt)
     _bn_bwd_kernel(
-        _ncl(g), _ncl(xhat), _c(scale).astype(g.dtype, copy=False),
-        _ncl(dx), g_sum, gx_sum,
+        _ncl(g), _ncl(x), _c(mean).astype(dt, copy=False), _c(inv_std).astype(dt, copy=False),
+        _c(scale).astype(dt, copy=False), _ncl(dx), g_sum, gx_sum,
     )
     return dx, g_sum, gx_sum
 
 
-@njit(parallel=True, cache=True)
-def _bn_fwd_kernel(x, mean, inv_std, weight, bias, y, xhat):  # pragma: no cover
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _bn_fwd_kernel(x, mean, inv_std, weight, bias, y):  # pragma: no cover
     n, c, hw = x.shape
-    for nc in prange(n * c):  # one (image, channel) row per task, one pass, two outputs
+    for nc in prange(n * c):  # one (image, channel) row per task, one pass, one output
         ni = nc // c
         ci = nc % c
-        mu, s, g, b = mean[ci], inv_std[ci], weight[ci], bias[ci]
+        mu, k, b = mean[ci], inv_std[ci] * weight[ci], bias[ci]
+        xr, yr = x[ni, ci], y[ni, ci]
         for p in range(hw):
-            v = (x[ni, ci, p] - mu) * s
-            xhat[ni, ci, p] = v
-            y[ni, ci, p] = v * g + b
+            yr[p] = (xr[p] - mu) * k + b
 
 
-def batchnorm_forward(
-    x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """``xhat = (x - mean) * inv_std`` and ``y = weight * xhat + bias`` per channel, one pass.
-
-    Returns ``(y, xhat)``; without ``weight``/``bias`` (``None``), ``y`` is ``xhat``.
-    """
+def batchnorm_forward(x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any) -> np.ndarray:
+    """``y = weight * (x - mean) * inv_std + bias`` per channel, one pass; without
+    ``weight``/``bias`` (``None``) ``y = (x - mean) * inv_std``."""
     x = _c(x)
     n, c = x.shape[:2]
     for name, a in (("mean", mean), ("inv_std", inv_std), ("weight", weight), ("bias", bias)):
         if a is not None:
             _expect("batchnorm_forward", name, a.shape, (c,))
     dt = x.dtype
-    xhat = np.empty_like(x)
     affine = weight is not None
-    y = np.empty_like(x) if affine else xhat
+    y = np.empty_like(x)
     w = _c(weight).astype(dt, copy=False) if affine else np.ones(c, dtype=dt)
     b = _c(bias).astype(dt, copy=False) if affine else np.zeros(c, dtype=dt)
     _bn_fwd_kernel(
         _ncl(x), _c(mean).astype(dt, copy=False), _c(inv_std).astype(dt, copy=False),
-        w, b, _ncl(y), _ncl(xhat),
+        w, b, _ncl(y),
     )
-    return y, xhat
+    return y
 
 
 # ---------------------------------------------------------------------------------- warm-up
@@ -1697,7 +1697,7 @@ def warmup() -> float:
                                  pad2d(np.concatenate([wide_x[:, :8]] * 2, axis=1), 1, 2), 3, 3)
         rows_to_nchw(cols[:, :3], np.zeros(3, dtype=dtype), (2, 3, 6, 6))
         mean, var = batchnorm_stats(x)
-        batchnorm_backward(x, x, var)
+        batchnorm_backward(x, x, mean, var, var)
         batchnorm_forward(x, mean, var, mean, var)
         batchnorm_forward(x, mean, var, None, None)
     return time.perf_counter() - start

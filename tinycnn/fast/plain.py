@@ -251,40 +251,44 @@ def batchnorm_stats(x: Any) -> tuple[Any, Any]:
     return mean, (xc * xc).mean(axis=axes)
 
 
-def batchnorm_backward(grad_out: Any, xhat: Any, scale: Any) -> tuple[Any, Any, Any]:
+def batchnorm_backward(
+    grad_out: Any, x: Any, mean: Any, inv_std: Any, scale: Any
+) -> tuple[Any, Any, Any]:
     """BatchNorm's backward with batch statistics, ``m`` values per channel.
 
-    Returns ``(dx, sum(g), sum(g * xhat))`` (sums per channel) with
-    ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))`` and ``scale = gamma / sigma``.
+    Returns ``(dx, sum(g), sum(g * xhat))`` (sums per channel) with ``xhat = (x - mean) *
+    inv_std``, ``dx = scale / m * (m*g - sum(g) - xhat * sum(g*xhat))`` and ``scale =
+    gamma / sigma``.
     """
     axes = (0, *range(2, grad_out.ndim))
     shape = (1, grad_out.shape[1]) + (1,) * (grad_out.ndim - 2)
     m = grad_out.size // grad_out.shape[1]
+    dt = grad_out.dtype
+    xhat = (x.astype(dt, copy=False) - mean.astype(dt, copy=False).reshape(shape)) * (
+        inv_std.astype(dt, copy=False).reshape(shape))
     g_sum = grad_out.sum(axis=axes)
     gx_sum = (grad_out * xhat).sum(axis=axes)
     dx = grad_out * m - xhat * gx_sum.reshape(shape)
     dx -= g_sum.reshape(shape)
-    dx *= (scale.astype(grad_out.dtype, copy=False) / m).reshape(shape)
+    dx *= (scale.astype(dt, copy=False) / m).reshape(shape)
     return dx, g_sum, gx_sum
 
 
-def batchnorm_forward(
-    x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any
-) -> tuple[Any, Any]:
-    """Normalize per channel (axis 1): ``xhat = (x - mean) * inv_std``, ``y = weight*xhat + bias``.
+def batchnorm_forward(x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any) -> Any:
+    """Normalize per channel (axis 1): ``y = weight * (x - mean) * inv_std + bias``.
 
-    Returns ``(y, xhat)``; ``weight``/``bias`` may be ``None`` (no affine part: ``y`` is
-    ``xhat``). All per-channel vectors have length ``C``.
+    ``weight``/``bias`` may be ``None`` (no affine part: ``y = (x - mean) * inv_std``).
+    All per-channel vectors have length ``C``.
     """
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     dt = x.dtype
     xhat = (x - mean.astype(dt, copy=False).reshape(shape)) * inv_std.astype(
         dt, copy=False).reshape(shape)
     if weight is None:
-        return xhat, xhat
+        return xhat
     y = xhat * weight.astype(dt, copy=False).reshape(shape)
     y += bias.astype(dt, copy=False).reshape(shape)
-    return y, xhat
+    return y
 
 
 def im2col_images(
