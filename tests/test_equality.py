@@ -360,3 +360,88 @@ def test_batchnorm_twin_makes_xhat_only_when_read() -> None:
         dx = fast.backward(g)
     np.testing.assert_allclose(dx, reference.backward(g), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fast.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+def _with_running_statistics(model: Any, rng: np.random.Generator) -> Any:
+    """Every BatchNorm with running statistics and an affine part far from the defaults,
+    so that an eval-mode fold that got them wrong shows."""
+    for m in model.modules():
+        if isinstance(m, (BatchNorm1D, BatchNorm2D)) and m.track_running_stats:
+            c = m.num_features
+            m.running_mean[...] = rng.standard_normal(c)
+            m.running_var[...] = rng.uniform(0.3, 3.0, c)
+            if m.affine:
+                m.weight.data[...] = rng.uniform(-2.0, 2.0, c)
+                m.bias.data[...] = rng.standard_normal(c)
+    return model
+
+
+def eval_step(model: Any, x: Any, g_seed: int) -> tuple[dict[str, Any], int]:
+    """Output of an eval-mode forward, then the input and parameter gradients of a
+    backward after it; and how many containers folded that forward."""
+    y = model(x)
+    folded = sum("_folded_input" in m.__dict__ for m in model.modules())
+    g = np.random.default_rng(g_seed).standard_normal(y.shape).astype(x.dtype)
+    model.train()  # a switch between forward and backward changes nothing
+    arrays = {"output": y, "input gradient": model.backward(g)}
+    arrays |= {f"gradient of {n}": p.grad for n, p in model.named_parameters()}
+    arrays |= {f"buffer {n}": b for n, b in model.named_buffers()}
+    return arrays, folded
+
+
+EVAL_FOLDS = [
+    ("sequential_conv_bn_relu", lambda rng: Sequential(
+        Conv2D(3, 20, 3, padding=1, rng=rng), BatchNorm2D(20), ReLU(), MaxPool2D(2),
+        Conv2D(20, 24, 3, padding=1, rng=rng), BatchNorm2D(24),
+        Conv2D(24, 16, 1, rng=rng), BatchNorm2D(16, affine=False), ReLU()), (3, 3, 8, 8)),
+    ("residual_post_relu", CONTAINERS[1][1], (2, 20, 8, 8)),
+    ("resnet20", lambda rng: models.resnet20(seed=rng), (2, 3, 32, 32)),
+    ("resnet20_option_b", lambda rng: models.resnet20(shortcut="B", seed=rng), (2, 3, 32, 32)),
+    ("resnet18", lambda rng: models.resnet18(num_classes=10, seed=rng), (2, 3, 64, 64)),
+    ("resnext50_32x4d", lambda rng: models.resnext50_32x4d(num_classes=10, seed=rng),
+     (2, 3, 64, 64)),
+    ("vgg_cifar", lambda rng: models.vgg_cifar(seed=rng), (2, 3, 32, 32)),
+    ("mobilenet_v2_cifar", lambda rng: models.mobilenet_v2_cifar(seed=rng), (2, 3, 32, 32)),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "shape"), EVAL_FOLDS, ids=[c[0] for c in EVAL_FOLDS])
+def test_eval_mode_folds_match_the_reference(name: str, build: Any, shape: tuple) -> None:
+    """Eval mode: Conv2D -> BatchNorm2D (-> ReLU) runs and residual sums folded by the
+    engine give the reference's output; a backward after the folded forward (the model
+    switched to training in between) gives the reference's eval-mode gradients."""
+    model = _with_running_statistics(build(np.random.default_rng(7)), np.random.default_rng(8))
+    x64 = np.random.default_rng(9).standard_normal(shape)
+    truth, _ = eval_step(copy.deepcopy(model).astype(np.float64).eval(), x64, 10)
+    fast64, folded = eval_step(
+        tinycnn.accelerate(copy.deepcopy(model).astype(np.float64)).eval(), x64, 10)
+    assert folded > 0, "nothing was folded"
+    fast32, _ = eval_step(tinycnn.accelerate(copy.deepcopy(model).astype(np.float32)).eval(),
+                          x64.astype(np.float32), 10)
+    for what, want in truth.items():
+        scale = max(1.0, float(np.abs(want).max(initial=0)))
+        np.testing.assert_allclose(fast64[what], want, rtol=1e-9, atol=1e-9 * scale,
+                                   err_msg=f"float64 {what}")
+        if not what.startswith("buffer"):
+            assert fast32[what].dtype == np.float32, what
+        assert _rel(fast32[what], want) <= 1e-3, f"float32 {what}"
+
+
+def test_folding_leaves_wrapped_or_training_layers_as_written() -> None:
+    """A layer with something attached (a user's or the anomaly mode's wrapper) and a
+    container with a layer in training mode run layer by layer."""
+    rng = np.random.default_rng(1)
+    model = tinycnn.accelerate(Sequential(Conv2D(3, 16, 3, padding=1, rng=rng),
+                                          BatchNorm2D(16), ReLU())).eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model(x)
+    assert "_folded_input" in model.__dict__ and model[1].xhat is None
+    seen = []
+    inner = model[1].forward
+    object.__setattr__(model[1], "forward", lambda a: seen.append(1) or inner(a))
+    model(x)
+    assert seen and "_folded_input" not in model.__dict__
+    del model[1].__dict__["forward"]
+    model[2].train()
+    model(x)
+    assert "_folded_input" not in model.__dict__ and model[1].xhat is not None

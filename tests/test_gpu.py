@@ -462,7 +462,8 @@ def test_every_reference_kernel_has_a_cuda_version():
               if callable(f) and not name.startswith("_") and f.__module__ == ref.__name__}
     # on the GPU ReLU runs the layer's own code; the register-tiled convolution is a CPU
     # path (FastConv2D takes it only on the CPU; cuBLAS serves the GPU)
-    cpu_only = {"relu_forward", "relu_backward", "conv2d_tiled", "conv2d_tiled_weight_grad"}
+    cpu_only = {"relu_forward", "relu_backward", "conv2d_tiled", "conv2d_tiled_weight_grad",
+                "channel_affine", "add_relu"}  # the CPU's tiled path and eval-mode folding
     missing = public - cpu_only - set(host_cuda().__all__)
     assert not missing, f"no CUDA version of {sorted(missing)} in tinycnn/fast/cuda.py"
 

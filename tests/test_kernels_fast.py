@@ -425,17 +425,50 @@ def tiled_input(g: dict, c: int, stride: tuple, dtype: type) -> tuple:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
-@given(g=tiled_geometry)
-def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict) -> None:
+@given(g=tiled_geometry, relu=st.booleans())
+def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict, relu: bool) -> None:
     """The register-tiled convolution: any channel count (full and partial blocks of
     lanes), any width of at least one tile (overlapping last tiles), zero padding (or a
-    crop) before and after the image made where the kernel reads it."""
+    crop) before and after the image made where the kernel reads it, with or without the
+    ReLU as the sums are stored."""
     x, out_hw, rng = tiled_input(g, g["c"], (1, 1), dtype)
     weight = rand(rng, (g["o"], g["c"], g["kh"], g["kw"]), dtype)
     b = rand(rng, (g["o"],), dtype) if g["bias"] else None
     pad = (g["top"], g["left"])
-    check_sums(fast.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw),
-               ref.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw), dtype)
+    check_sums(fast.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw, relu=relu),
+               ref.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw, relu=relu), dtype)
+
+
+def test_tiled_conv_relu_keeps_nan() -> None:
+    x = np.ones((1, 2, 3, 8), dtype=np.float32)
+    x[0, 1, 1, 4] = np.nan
+    y = fast.conv2d_tiled(x, -np.ones((3, 2, 3, 3), dtype=np.float32), None, (1, 1), (1, 1),
+                          relu=True)
+    assert np.isnan(y[0, :, :, 3:6]).all() and np.isnan(y).sum() == 27
+    assert (y[~np.isnan(y)] == 0).all()  # every other sum is negative
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 3, 7), (300, 70, 4)])
+def test_channel_affine_and_add_relu_match_reference(dtype: type, shape: tuple) -> None:
+    """Per-channel scale and shift (then ReLU), and a residual sum with its ReLU: fresh
+    outputs and in place, NaN kept."""
+    rng = np.random.default_rng(sum(shape))
+    x, other = rand(rng, shape, dtype), rand(rng, shape, dtype)
+    x.reshape(-1)[7] = np.nan
+    scale, shift = rand(rng, (shape[1],), dtype), rand(rng, (shape[1],), dtype)
+    for relu in (False, True):
+        want = ref.channel_affine(x, scale, shift, relu, np.empty_like(x))
+        check(fast.channel_affine(x, scale, shift, relu, np.empty_like(x)), want, dtype)
+        inplace = x.copy()
+        assert fast.channel_affine(inplace, scale, shift, relu, inplace) is inplace
+        check(inplace, want, dtype)
+        assert np.isnan(want.reshape(-1)[7])
+    want = ref.add_relu(x, other, np.empty_like(x))
+    check(fast.add_relu(x, other, np.empty_like(x)), want, dtype)
+    inplace = x.copy()
+    check(fast.add_relu(inplace, other, inplace), want, dtype)
+    assert np.isnan(want.reshape(-1)[7]) and (want[~np.isnan(want)] >= 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

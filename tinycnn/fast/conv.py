@@ -131,6 +131,29 @@ class FastConv2D(Conv2D):
         self.tiled_backward = None  # set again by the tiled path
         return getattr(self, f"_forward_{self.impl}")(x)
 
+    def forward_folded(self, x: Any, scale: Any, shift: Any, relu: bool) -> Any:
+        """``self(x) * scale + shift`` per output channel, then ``max(., 0)`` if ``relu``:
+        an eval-mode BatchNorm (and a ReLU) after this convolution folded into it
+        (:mod:`tinycnn.fast.graph`). The tiled path convolves with ``W * scale`` and the
+        bias ``b * scale + shift`` and applies the ReLU as it stores the sums; the other
+        paths add one in-place pass. Keeps no cache: a backward needs a forward first."""
+        k = kernels_for(x)
+        self._check(x)
+        if self._path(x.shape, backend.is_gpu_array(x)) == "tiled":
+            top, _, left, _ = self._pads
+            w = self.weight.data.astype(x.dtype, copy=False) * scale.reshape(-1, 1, 1, 1)
+            b = shift if self.bias is None else (
+                self.bias.data.astype(x.dtype, copy=False) * scale + shift)
+            y = k.conv2d_tiled(x, w, b, self.stride, (top, left),
+                               self.output_shape(x.shape)[2:], relu=relu)
+        else:
+            y = self.forward(x)
+            fresh = y.flags.c_contiguous and y.flags.writeable
+            out = y if fresh else backend.get_array_module(y).empty_like(y)
+            y = k.channel_affine(y, scale, shift, relu, out)
+        self._clear_cache()
+        return y
+
     def backward(self, grad_out: Any) -> Any:
         if self.impl is None:
             dx = super().backward(grad_out)

@@ -175,6 +175,20 @@ class _FastBatchNorm(_BatchNorm):
         k = kernels_for(x)
         return super()._batch_moments(x) if k is None else k.batchnorm_stats(x)
 
+    def folding(self, dtype: Any) -> tuple[Any, Any] | None:
+        """``(scale, shift)`` with ``y = x * scale + shift`` per channel in eval mode with
+        running statistics (``None`` otherwise: the batch's statistics are not known
+        before the batch), for folding into the layer before (:mod:`tinycnn.fast.graph`)."""
+        if self.training or not self.track_running_stats:
+            return None
+        xp = get_array_module(self.running_var)
+        scale = 1.0 / xp.sqrt(self.running_var.astype(xp.float64) + self.eps)
+        shift = -self.running_mean * scale
+        if self.affine:
+            scale = scale * self.weight.data
+            shift = shift * self.weight.data + self.bias.data
+        return scale.astype(dtype), shift.astype(dtype)
+
     def backward(self, grad_out: Any) -> Any:
         k = kernels_for(grad_out)
         kept = self.__dict__.get("_normalized_input")

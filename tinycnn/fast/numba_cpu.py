@@ -41,11 +41,13 @@ from tinycnn.fast.plain import out_size
 Pair = tuple[int, int]
 
 __all__ = [
+    "add_relu",
     "avgpool2d_backward",
     "avgpool2d_forward",
     "batchnorm_backward",
     "batchnorm_forward",
     "batchnorm_stats",
+    "channel_affine",
     "channel_sums",
     "col2im",
     "col2im_images",
@@ -957,7 +959,7 @@ def _copy_rows_zero_extended(xf, img0, c, h, w, r_first, rows, left, rows_s, wsp
 
 
 @njit(parallel=True, cache=True)
-def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp, pixels,
+def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp, pixels, relu,
                        y):  # pragma: no cover
     # one task per (image, band of `band` output rows). The task first copies the input
     # rows its band reads, zero-padded, into `scratch (C, rows, wsp)` (offs point into it),
@@ -993,7 +995,10 @@ def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp,
                         b = bias[o]
                         yrow = y[ni, o, r0 + rr]
                         for p in range(pixels):
-                            yrow[c0 + p] = sums[p * TILE_LANES + lane] + b
+                            v = sums[p * TILE_LANES + lane] + b
+                            if relu and v < 0:  # a NaN is not < 0: it passes, as in PyTorch
+                                v = 0
+                            yrow[c0 + p] = v
 
 
 def tile_width(ow: int) -> int:
@@ -1015,15 +1020,17 @@ def _tiled_out_hw(x_shape: tuple[int, ...], kh: int, kw: int, stride: Pair, padd
 
 
 def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
-                 padding: Pair = (0, 0), out_hw: Pair | None = None) -> np.ndarray:
+                 padding: Pair = (0, 0), out_hw: Pair | None = None,
+                 relu: bool = False) -> np.ndarray:
     """Convolution of ``x (N, C, H, W)`` zero-padded by ``padding = (top, left)``,
     register-tiled:
 
     ``y[n, o, r, s] = b[o] + sum_{c,i,j} w[o, c, i, j] * x[n, c, r*sh + i - top, s*sw + j - left]``
 
     where ``x`` is 0 outside the image, for an output of ``out_hw = (OH, OW)`` (default:
-    the same padding after the image as before it; OW at least ``TILE_PIXELS``). See the
-    comment above for how the tiles are computed.
+    the same padding after the image as before it; OW at least ``TILE_PIXELS``);
+    ``relu``: ``max(y, 0)`` as the sums are stored. See the comment above for how the
+    tiles are computed.
     """
     x = _c(x)
     n, c, h, w = x.shape
@@ -1046,7 +1053,8 @@ def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
     wsp = (ow - 1) * sw + kw  # the width of a zero-padded input row, as far as it is read
     if y.size:
         _tiled_conv_kernel(x, _tap_offsets(c, kh, kw, (band - 1) * sh + kh, wsp), panels, b,
-                           padding[0], padding[1], sh, sw, kh, band, wsp, tile_width(ow), y)
+                           padding[0], padding[1], sh, sw, kh, band, wsp, tile_width(ow),
+                           bool(relu), y)
     return y
 
 
@@ -1467,6 +1475,55 @@ def relu_backward(grad_out: Any, y: Any) -> np.ndarray:
     return dx
 
 
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _channel_affine_kernel(x, scale, shift, relu, out):  # pragma: no cover
+    n, c, hw = x.shape
+    for nc in prange(n * c):  # one (image, channel) row per task
+        ci = nc % c
+        k, b = scale[ci], shift[ci]
+        xr, yr = x[nc // c, ci], out[nc // c, ci]
+        for p in range(hw):
+            v = xr[p] * k + b
+            if relu and v < 0:  # NaN passes
+                v = 0
+            yr[p] = v
+
+
+def channel_affine(x: Any, scale: Any, shift: Any, relu: bool, out: Any) -> np.ndarray:
+    """``out = x * scale + shift`` per channel (axis 1), then ``max(out, 0)`` if ``relu``,
+    in one pass; ``out`` may be ``x`` (in place). Returns ``out``."""
+    x = _c(x)
+    c = x.shape[1]
+    _expect("channel_affine", "out", out.shape, x.shape)
+    for name, a in (("scale", scale), ("shift", shift)):
+        _expect("channel_affine", name, a.shape, (c,))
+    if not (out.flags.c_contiguous and out.dtype == x.dtype):
+        raise KernelShapeError("channel_affine needs a C-contiguous out of the input's dtype")
+    dt = x.dtype
+    _channel_affine_kernel(_ncl(x), _c(scale).astype(dt, copy=False),
+                           _c(shift).astype(dt, copy=False), bool(relu), _ncl(out))
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _add_relu_kernel(a, b, out):  # pragma: no cover
+    for i in prange(a.size):
+        v = a[i] + b[i]
+        out[i] = 0 if v < 0 else v  # NaN passes
+
+
+def add_relu(a: Any, b: Any, out: Any) -> np.ndarray:
+    """``out = max(a + b, 0)`` in one pass (a residual sum and its ReLU); ``out`` may be
+    ``a`` or ``b`` (in place). Returns ``out``."""
+    _expect("add_relu", "b", b.shape, a.shape)
+    _expect("add_relu", "out", out.shape, a.shape)
+    if not (out.flags.c_contiguous and out.dtype == a.dtype):
+        raise KernelShapeError("add_relu needs a C-contiguous out of the inputs' dtype")
+    a, b = _c(a), _c(b).astype(a.dtype, copy=False)
+    _add_relu_kernel(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    return out
+
+
 @njit(parallel=True, cache=True)
 def _add_bias_kernel(out, bias):  # pragma: no cover
     n, o, hw = out.shape
@@ -1688,6 +1745,8 @@ def warmup() -> float:
         _relu_fwd_kernel(flat, np.empty_like(flat))
         _relu_bwd_kernel(flat, flat, np.empty_like(flat))
         channel_sums(x)
+        channel_affine(x, x[0, :, 0, 0], x[0, :, 0, 1], True, np.empty_like(x))
+        add_relu(x, x, np.empty_like(x))
         pad2d(x, 1, 2)
         conv2d_tiled(pad2d(x, 1, 3), x[:2, :, :3, :3], x[0, :2, 0, 0])  # 6-wide tiles
         conv2d_tiled(pad2d(x, 1, 4), x[:2, :, :3, :3], None)  # 8-wide tiles

@@ -161,6 +161,24 @@ def relu_backward(grad_out: Any, y: Any) -> Any:
     return xp.where(y > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
 
 
+def channel_affine(x: Any, scale: Any, shift: Any, relu: bool, out: Any) -> Any:
+    """``out = x * scale + shift`` per channel (axis 1), then ``max(out, 0)`` if ``relu``
+    (NaN stays NaN); ``out`` may be ``x``. Returns ``out``."""
+    xp = get_array_module(x)
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    y = x * scale.astype(x.dtype, copy=False).reshape(shape) + shift.astype(
+        x.dtype, copy=False).reshape(shape)
+    out[...] = xp.maximum(y, 0) if relu else y
+    return out
+
+
+def add_relu(a: Any, b: Any, out: Any) -> Any:
+    """``out = max(a + b, 0)`` (NaN stays NaN); ``out`` may be ``a`` or ``b``."""
+    xp = get_array_module(a)
+    out[...] = xp.maximum(a + b, 0)
+    return out
+
+
 def _zero_extended(x: Any, top: int, left: int, hp: int, wp: int) -> Any:
     """``xz (N, C, hp, wp)`` with ``xz[..., r, s] = x[..., r - top, s - left]``, 0 outside
     ``x``: ``x`` zero-padded by ``top`` rows and ``left`` columns (cropped where those are
@@ -176,11 +194,11 @@ def _zero_extended(x: Any, top: int, left: int, hp: int, wp: int) -> Any:
 
 
 def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
-                 padding: Pair = (0, 0), out_hw: Pair | None = None) -> Any:
+                 padding: Pair = (0, 0), out_hw: Pair | None = None, relu: bool = False) -> Any:
     """Convolution of ``x (N, C, H, W)`` zero-padded by ``padding = (top, left)``, tap by
     tap: ``y[n, o, r, s] = b[o] + sum_{c,i,j} w[o, c, i, j] * xz[n, c, r*sh + i, s*sw + j]``
     with ``xz = _zero_extended(x, top, left, ...)``, for an output ``out_hw = (OH, OW)``
-    (default: the same padding after the image as before it).
+    (default: the same padding after the image as before it); ``relu``: ``max(y, 0)``.
 
     The Numba twin computes the same sums in register tiles (see ``numba_cpu``).
     """
@@ -195,7 +213,9 @@ def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
         for j in range(kw):
             taps = xz[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
             y += xp.einsum("oc,nchw->nohw", weight[:, :, i, j], taps)
-    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return xp.maximum(y, 0) if relu else y
 
 
 def conv2d_tiled_weight_grad(grad_out: Any, x: Any, kh: int, kw: int, stride: Pair = (1, 1),
