@@ -8,9 +8,12 @@ exists only for speed lives here, and the layers never import it::
     model = tinycnn.accelerate(model, False)   # back to the reference layers
 
 ``accelerate`` changes the class of each ``Conv2D``, ``MaxPool2D``, ``AvgPool2D``,
-``BatchNorm1D/2D``, ``ReLU``, ``Sequential``, ``RNN``, ``LSTM`` and ``GRU`` in the model to
-its twin (a subclass; the ``Sequential`` twin runs a ``ReLU -> MaxPool2D`` pair as one
-pass each way, the recurrent twins make the input projections of all steps one product).
+``BatchNorm1D/2D``, ``ReLU``, ``Sequential``, ``Residual``, ResNet block, ``RNN``, ``LSTM``
+and ``GRU`` in the model to its twin (a subclass; the container twins run a
+``ReLU -> MaxPool2D`` pair as one pass each way and, in eval mode, a
+``Conv2D -> BatchNorm2D (-> ReLU)`` run as one convolution and a residual sum with its
+ReLU as one pass (:mod:`tinycnn.fast.graph`); the recurrent twins make the input
+projections of all steps one product).
 A twin keeps the layer's parameters, buffers, state-dict keys, caches and name, and
 computes the same results (float32 tolerance; ``tests/test_equality.py`` runs every layer
 and zoo model both ways) with the Numba kernels on the CPU (:mod:`tinycnn.fast.numba_cpu`)
@@ -76,11 +79,12 @@ def accelerate(model: Any, enabled: bool = True, *, input_grad: bool = True) -> 
     """Run ``model`` with the engine's fast layers (``enabled=False``: the reference ones).
 
     Changes, in place, the class of every ``Conv2D``, ``MaxPool2D``, ``AvgPool2D``,
-    ``BatchNorm1D/2D``, ``ReLU`` and ``Sequential`` in the model to its fast twin (or
-    back), and returns the model. Parameters, buffers, state dicts and outputs stay the
-    same (up to float rounding). ``input_grad=False``: the first layer, when it is a
-    ``Conv2D``, computes no input gradient and ``model.backward`` returns ``None``
-    (training needs no gradient of the images). Forward caches are cleared: run a
+    ``BatchNorm1D/2D``, ``ReLU``, ``Sequential``, ``Residual``, ResNet block and recurrent
+    layer in the model to its fast twin (or back), and returns the model. Parameters,
+    buffers, state dicts and outputs stay the same (up to float rounding).
+    ``input_grad=False``: the first layer, when it is a ``Conv2D``, computes no input
+    gradient and ``model.backward`` returns ``None`` (training needs no gradient of the
+    images). Forward caches are cleared: run a
     forward pass before the next backward.
     """
     from tinycnn.module import Module
