@@ -70,7 +70,8 @@ LAYERS = [
     ("conv_direct_first", conv(1, 6, 5, padding=2), (3, 1, 12, 12)),
     ("conv_direct_narrow", untiled(6, 16, 5), (3, 6, 14, 14)),
     ("conv_wide", untiled(20, 24, 3, padding=1), (3, 20, 12, 12)),
-    ("conv_tiled_direct_backward", conv(6, 16, 5), (3, 6, 14, 14)),
+    ("conv_tiled_mixed_backward", conv(6, 16, 5), (3, 6, 14, 14)),
+    ("conv_tiled_mixed_backward_padded", conv(7, 12, 3, padding=1), (2, 7, 9, 10)),
     ("conv_tiled_20_to_24", conv(20, 24, 3, padding=1), (3, 20, 12, 12)),
     ("conv_tiled_wide_backward", conv(7, 32, 3, padding=1), (2, 7, 10, 10)),
     ("conv_tiled_3x3_pad2", conv(16, 20, 3, padding=2), (2, 16, 8, 9)),
@@ -259,7 +260,7 @@ def test_every_accelerated_conv_path_ran() -> None:
         pytest.skip("run together with the equality tests above (it checks what they ran)")
     assert PATHS_SEEN >= {"rows", "wide", "pointwise", "images", "depthwise", "direct", "tiled"}
     assert PATHS_SEEN >= {f"tiled, {mode} backward"
-                          for mode in ("tiles", "direct", "strided", "wide", "rows")}
+                          for mode in ("tiles", "mixed", "direct", "strided", "wide", "rows")}
 
 
 def test_switching_back_and_forth_keeps_state_and_names() -> None:

@@ -399,6 +399,11 @@ def test_direct_conv_kernels_match_reference(dtype: type, g: dict, o: int, bias:
     assert dx is None
     check(dw, want[1], dtype)
     check(db, want[2], dtype)
+    dx, dw, db = fast.conv2d_direct_backward(grad, x, weight, g["padding"], weight_grad=False)
+    assert dw is None and ref.conv2d_direct_backward(grad, x, weight, g["padding"],
+                                                     weight_grad=False)[1] is None
+    check(dx, want[0], dtype)
+    check(db, want[2], dtype)
 
 
 tiled_geometry = st.fixed_dictionaries({

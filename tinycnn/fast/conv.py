@@ -97,10 +97,10 @@ class FastConv2D(Conv2D):
     #: ... for layers with at least this many output channels (fewer leave most vector
     #: lanes idle: LeNet-5's 1 -> 6 first layer ran 0.8x as fast tiled) ...
     min_tiled_out_channels = 8
-    #: ... and at least this many taps C*kH*kW (a first layer's 9-27 taps make loops too
-    #: short: SimpleConvNet's 1 -> 30 5x5 layer made its training step 0.89x as fast on
-    #: 2 cores; the direct path keeps those) ...
-    min_tiled_taps = 32
+    #: ... and at least this many taps C*kH*kW (forward at batch 128 on 2 cores, tiled
+    #: against direct: SimpleConvNet's 1 -> 30 5x5 1.28 against 1.81 ms, ResNet-20's
+    #: 3 -> 16 3x3 1.53 against 2.15, deep_convnet's 1 -> 16 3x3 0.76 against 0.81) ...
+    min_tiled_taps = 9
     #: ... and dx tiled too for at least this many input channels (the direct kernel's
     #: dx for fewer)
     min_tiled_in_channels = 8
@@ -595,8 +595,12 @@ class FastConv2D(Conv2D):
         * ``"tiles"`` (stride 1, at least ``min_tiled_in_channels``): dW and dx both
           register-tiled (dW alone: 16 -> 16 channels at 32x32 5.6 ms against 7.2 for the
           direct kernel's, at 28x28 3.8 against 6.0; 32 -> 32 at 16x16 4.7 against 9.2);
+        * ``"mixed"`` (stride 1, ``TILE_PIXELS`` up to ``min_tiled_in_channels`` input
+          channels, where the direct path pays): a tiled dW and the direct kernel's dx
+          (most lanes of a tiled dx would idle; LeNet-5's 6 -> 16 5x5 at 14x14: 0.67 +
+          1.3 ms against 2.65 for the direct kernel's dW and dx);
         * ``"direct"``: fewer input channels, few taps or output channels: the direct
-          kernel's dW (and db) and dx (most lanes of a tiled dx would idle);
+          kernel's dW (and db) and dx;
         * ``"strided"`` (at least ``TILE_PIXELS`` input channels): a tiled dW and the
           one-GEMM path's dx (16 -> 32, stride 2, at 32x32: 11.5 ms against 24-31 for the
           per-image path's);
@@ -614,7 +618,7 @@ class FastConv2D(Conv2D):
                 and (not self.input_grad or self._tiled_dx_fits(x_shape[3]))):
             return "tiles"
         if self._direct_pays(self.in_channels * kh * kw):
-            return "direct"
+            return "mixed" if enough else "direct"
         return "wide"
 
     def _backward_tiled(self, grad_out: Any) -> Any:
@@ -634,7 +638,9 @@ class FastConv2D(Conv2D):
         if self.weight.requires_grad:
             dw = k.conv2d_tiled_weight_grad(g, self.x, kh, kw, self.stride, (top, left))
             self.weight.accumulate(dw.astype(self.weight.dtype, copy=False))
-        if mode == "tiles" and self.input_grad:
+        if mode == "mixed" and self.input_grad:
+            dx = k.conv2d_direct_backward(g, self.x, w, (top, left), weight_grad=False)[0]
+        elif mode == "tiles" and self.input_grad:
             flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             dx = k.conv2d_tiled(g, flipped, None, (1, 1), (kh - 1 - top, kw - 1 - left),
                                 self.x_shape[2:])

@@ -789,11 +789,12 @@ _DW_PARTS = 16  # partial sums of dW: a fixed split of the batch, parallel over 
 
 
 def conv2d_direct_backward(
-    grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """``(dx or None, dweight, dbias)`` of :func:`conv2d_direct_forward`; parallel over
-    disjoint outputs (dweight by output channel, dx by image, dbias from the plane sums
-    taken while ``g`` is widened)."""
+    grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True,
+    weight_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """``(dx or None, dweight or None, dbias)`` of :func:`conv2d_direct_forward`; parallel
+    over disjoint outputs (dweight by output channel, dx by image, dbias from the plane
+    sums taken while ``g`` is widened)."""
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     ph, pw = padding
@@ -814,10 +815,13 @@ def conv2d_direct_backward(
     db = sums.sum(axis=0).astype(g.dtype)
     ximg = pad2d(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c * hp * wp)
     offs = _tap_offsets(c, kh, kw, hp, wp)
-    parts = np.empty((min(n, _DW_PARTS), o, c * kh * kw), dtype=g.dtype)
-    if n:
-        _direct_dw_kernel(gw, ximg, offs, size, g.dtype.type(0), parts)
-    dwt = parts.sum(axis=0).reshape(tuple(weight.shape)) if n else np.zeros(weight.shape, g.dtype)
+    dwt = None
+    if weight_grad:
+        parts = np.empty((min(n, _DW_PARTS), o, c * kh * kw), dtype=g.dtype)
+        if n:
+            _direct_dw_kernel(gw, ximg, offs, size, g.dtype.type(0), parts)
+        dwt = (parts.sum(axis=0).reshape(tuple(weight.shape)) if n
+               else np.zeros(weight.shape, g.dtype))
     if not input_grad:
         return None, dwt, db
     dximg = np.empty((n, c * hp * wp), dtype=g.dtype)

@@ -499,9 +499,10 @@ def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> Any:
 
 
 def conv2d_direct_backward(
-    grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True
+    grad_out: Any, x: Any, weight: Any, padding: Pair, input_grad: bool = True,
+    weight_grad: bool = True,
 ) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`conv2d_direct_forward`: ``(dx or None, dweight, dbias)``.
+    """Gradients of :func:`conv2d_direct_forward`: ``(dx or None, dweight or None, dbias)``.
 
     ``dweight[o, c, i, j] = sum_{n, oy, ox} g[n, o] * x_pad[n, c, tap (i, j)]``,
     ``dx_pad[n, c, tap (i, j)] += sum_o weight[o, c, i, j] * g[n, o]`` (cropped to H x W)
@@ -513,8 +514,8 @@ def conv2d_direct_backward(
     ph, pw = padding
     oh, ow = grad_out.shape[2:]
     img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    dw = xp.empty(weight.shape, dtype=grad_out.dtype)
-    for i in range(kh):
+    dw = xp.empty(weight.shape, dtype=grad_out.dtype) if weight_grad else None
+    for i in range(kh if weight_grad else 0):
         for j in range(kw):
             dw[:, :, i, j] = xp.einsum("nohw,nchw->oc", grad_out,
                                        img[:, :, i : i + oh, j : j + ow])
