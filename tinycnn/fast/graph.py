@@ -19,11 +19,12 @@ and makes its full-size output ``y`` the first time anything reads it (``model[i
 ``y = x * scale + shift``, so it folds into the convolution before it: the convolution runs
 with the weights ``W * scale`` and the bias ``b * scale + shift`` and applies the ReLU as it
 stores its sums (:meth:`FastConv2D.forward_folded`). The BatchNorm and ReLU passes over the
-full-size map disappear, and so does the residual sum's extra pass (one kernel adds and
-applies the ReLU, in place). ``Sequential`` folds such runs among its children; the
-residual blocks of the zoo (:class:`tinycnn.containers.Residual`, ResNet-20/32/56's and
-torchvision-style ResNet's) have twins that fold their main path and their sum.
-Folding needs every layer of the container in eval mode (a deterministic forward).
+full-size map disappear. ``Sequential`` folds such runs among its children; the residual
+blocks of the zoo (:class:`tinycnn.containers.Residual`, ResNet-20/32/56's and
+torchvision-style ResNet's) have twins that fold their main path and run their sum and
+the ReLU after it as one in-place pass (in training too: the ReLU then keeps that output
+as its cache, as its own forward would). Folding the BatchNorms needs every layer of the
+container in eval mode (a deterministic forward).
 A folded forward keeps no layer caches, only the container's input: a ``backward`` after
 it (a saliency map in eval mode) first runs the forward again layer by layer, in eval
 mode, to make them, then runs the layers' backward as written.
@@ -47,7 +48,7 @@ from tinycnn.fast import kernels_for, twin_of
 from tinycnn.fast.conv import FastConv2D
 from tinycnn.fast.layers import FastBatchNorm2D, FastMaxPool2D, FastReLU
 from tinycnn.models import resnet, resnet_cifar
-from tinycnn.module import Module, check_input
+from tinycnn.module import Module, _output_meta, check_input
 
 _folding = {"on": True}  # off while a folded forward is run again layer by layer
 
@@ -187,19 +188,22 @@ class FastSequential(_Folding, Sequential):
 
 
 class _FoldingBlock(_Folding):
-    """A residual block ``relu(main(x) + shortcut(x))``: in eval mode its main path is run
-    with folds and the sum with its ReLU is one in-place pass. Subclasses name the parts."""
+    """A residual block ``relu(main(x) + shortcut(x))``: the sum with its ReLU is one
+    in-place pass, and in eval mode its main path is run with folds. Subclasses name the
+    parts."""
 
     def _parts(self) -> tuple[list[Any], Any, Any]:
         """(the main path's layers, the shortcut or None, the ReLU after the sum)."""
         raise NotImplementedError
 
     def _fused_forward(self, x: Any) -> Any | None:
-        """The folded forward, or None where it does not apply (the reference runs)."""
+        """The forward with the sum and its ReLU in one pass (in eval mode with the main
+        path folded too), or None where it does not apply (the reference runs)."""
         main, shortcut, relu = self._parts()
-        if not (_may_fold(self, x) and _plain_relu(relu) and getattr(x, "ndim", 0) == 4):
+        if not (_on_cpu_kernels(x) and _plain_relu(relu) and getattr(x, "ndim", 0) == 4):
             return None
-        out, _ = run_chain(main, x, fold=True)
+        fold = _may_fold(self, x)
+        out, _ = run_chain(main, x, fold=fold)
         skip = x if shortcut is None else shortcut(x)
         if out.shape != skip.shape or out.dtype != skip.dtype:
             return None  # the reference says what is wrong
@@ -207,8 +211,12 @@ class _FoldingBlock(_Folding):
         own = (type(main[-1]) in (FastConv2D, FastBatchNorm2D) and out.flags.c_contiguous
                and out is not x and out is not skip)
         out = kernels_for(x).add_relu(out, skip, out if own else np.empty_like(out))
-        relu._clear_cache()
-        self._keep_for_backward(x, True)
+        if fold:
+            relu._clear_cache()
+        else:  # what the ReLU's own forward would have kept: its output
+            relu.y = out
+            object.__setattr__(relu, "_out_meta", _output_meta(out))
+        self._keep_for_backward(x, fold)
         return out
 
     def backward(self, grad_out: Any) -> Any:
