@@ -456,8 +456,8 @@ def test_tiled_conv_relu_keeps_nan() -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 3, 7), (300, 70, 4)])
 def test_channel_affine_and_add_relu_match_reference(dtype: type, shape: tuple) -> None:
-    """Per-channel scale and shift (then ReLU), and a residual sum with its ReLU: fresh
-    outputs and in place, NaN kept."""
+    """Per-channel scale and shift (then ReLU), a residual sum, and a residual sum with its
+    ReLU: fresh outputs and in place, NaN kept."""
     rng = np.random.default_rng(sum(shape))
     x, other = rand(rng, shape, dtype), rand(rng, shape, dtype)
     x.reshape(-1)[7] = np.nan
@@ -469,6 +469,10 @@ def test_channel_affine_and_add_relu_match_reference(dtype: type, shape: tuple) 
         assert fast.channel_affine(inplace, scale, shift, relu, inplace) is inplace
         check(inplace, want, dtype)
         assert np.isnan(want.reshape(-1)[7])
+    total = ref.add(x, other, np.empty_like(x))
+    check(fast.add(x, other, np.empty_like(x)), total, dtype)
+    inplace = x.copy()
+    check(fast.add(inplace, other, inplace), total, dtype)
     want = ref.add_relu(x, other, np.empty_like(x))
     check(fast.add_relu(x, other, np.empty_like(x)), want, dtype)
     inplace = x.copy()

@@ -41,6 +41,7 @@ from tinycnn.fast.plain import out_size
 Pair = tuple[int, int]
 
 __all__ = [
+    "add",
     "add_relu",
     "avgpool2d_backward",
     "avgpool2d_forward",
@@ -1515,6 +1516,27 @@ def channel_affine(x: Any, scale: Any, shift: Any, relu: bool, out: Any) -> np.n
 
 
 @njit(parallel=True, cache=True)
+def _add_kernel(a, b, out):  # pragma: no cover
+    for i in prange(a.size):
+        out[i] = a[i] + b[i]
+
+
+def add(a: Any, b: Any, out: Any) -> np.ndarray:
+    """``out = a + b`` on both cores (NumPy's ``+`` runs on one); ``out`` may be ``a`` or
+    ``b``. Returns ``out``."""
+    _expect("add", "b", b.shape, a.shape)
+    _expect("add", "out", out.shape, a.shape)
+    if not (out.flags.c_contiguous and out.dtype == a.dtype):
+        raise KernelShapeError("add needs a C-contiguous out of the inputs' dtype")
+    a, b = _c(a), _c(b).astype(a.dtype, copy=False)
+    if a.size < SMALL_ELEMENTWISE:
+        np.add(a, b, out=out)
+    else:
+        _add_kernel(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    return out
+
+
+@njit(parallel=True, cache=True)
 def _add_relu_kernel(a, b, out):  # pragma: no cover
     for i in prange(a.size):
         v = a[i] + b[i]
@@ -1756,6 +1778,7 @@ def warmup() -> float:
         channel_sums(x)
         channel_affine(x, x[0, :, 0, 0], x[0, :, 0, 1], True, np.empty_like(x))
         add_relu(x, x, np.empty_like(x))
+        _add_kernel(flat, flat, np.empty_like(flat))
         pad2d(x, 1, 2)
         conv2d_tiled(pad2d(x, 1, 3), x[:2, :, :3, :3], x[0, :2, 0, 0])  # 6-wide tiles
         conv2d_tiled(pad2d(x, 1, 4), x[:2, :, :3, :3], None)  # 8-wide tiles

@@ -172,6 +172,12 @@ def channel_affine(x: Any, scale: Any, shift: Any, relu: bool, out: Any) -> Any:
     return out
 
 
+def add(a: Any, b: Any, out: Any) -> Any:
+    """``out = a + b``; ``out`` may be ``a`` or ``b``."""
+    out[...] = a + b
+    return out
+
+
 def add_relu(a: Any, b: Any, out: Any) -> Any:
     """``out = max(a + b, 0)`` (NaN stays NaN); ``out`` may be ``a`` or ``b``."""
     xp = get_array_module(a)
