@@ -39,8 +39,9 @@ follows it:
   the rows it reads, zero-padded, into a small buffer in cache. Backward, stride 1 and
   at least ``min_tiled_in_channels`` input channels: a tiled dW and a tiled dx (the
   convolution of the padded G with the flipped, transposed kernel); strided: a tiled dW
-  and the one-GEMM path's dx; fewer input channels: the direct kernel's backward where
-  it pays, otherwise the backward of the path tiles replaced. Forward measured 1.1-2.3x
+  and the one-GEMM path's dx; 6-7 input channels: a tiled dW and the direct kernel's dx;
+  fewer: the direct kernel's backward where it pays, otherwise the backward of the path
+  tiles replaced. Forward measured 1.1-2.3x
   faster than that path (one core, batch 32, the benchmark nets' layers).
 
 Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
@@ -135,8 +136,9 @@ class FastConv2D(Conv2D):
         """``self(x) * scale + shift`` per output channel, then ``max(., 0)`` if ``relu``:
         an eval-mode BatchNorm (and a ReLU) after this convolution folded into it
         (:mod:`tinycnn.fast.graph`). The tiled path convolves with ``W * scale`` and the
-        bias ``b * scale + shift`` and applies the ReLU as it stores the sums; the other
-        paths add one in-place pass. Keeps no cache: a backward needs a forward first."""
+        bias ``b * scale + shift`` and applies the ReLU to each band of rows while it is in
+        cache; the other paths add one in-place pass. Keeps no cache: a backward needs a
+        forward first."""
         k = kernels_for(x)
         self._check(x)
         if self._path(x.shape, backend.is_gpu_array(x)) == "tiled":

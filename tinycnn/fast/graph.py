@@ -16,15 +16,16 @@ and makes its full-size output ``y`` the first time anything reads it (``model[i
 
 **Conv2D -> BatchNorm2D (-> ReLU)** in eval mode, and a residual block's
 ``relu(main + shortcut)``. With running statistics a BatchNorm is a fixed per-channel
-``y = x * scale + shift``, so it folds into the convolution before it: the convolution runs
-with the weights ``W * scale`` and the bias ``b * scale + shift`` and applies the ReLU as it
-stores its sums (:meth:`FastConv2D.forward_folded`). The BatchNorm and ReLU passes over the
-full-size map disappear. ``Sequential`` folds such runs among its children; the residual
-blocks of the zoo (:class:`tinycnn.containers.Residual`, ResNet-20/32/56's and
-torchvision-style ResNet's) have twins that fold their main path and run their sum and
-the ReLU after it as one in-place pass (in training too: the ReLU then keeps that output
-as its cache, as its own forward would). Folding the BatchNorms needs every layer of the
-container in eval mode (a deterministic forward).
+``y = x * scale + shift``, so it folds into the convolution before it: the convolution
+runs with the weights ``W * scale`` and the bias ``b * scale + shift`` and applies the
+ReLU to each band of output rows while it is in cache
+(:meth:`FastConv2D.forward_folded`). The BatchNorm and ReLU passes over the full-size
+map disappear. ``Sequential`` folds such runs among its children; the residual blocks of
+the zoo (:class:`tinycnn.containers.Residual`, ResNet-20/32/56's and torchvision-style
+ResNet's) have twins that fold their main path and run their sum and the ReLU after it
+as one in-place pass (in training too: the ReLU then keeps that output as its cache, as
+its own forward would). Folding the BatchNorms needs every layer of the container in
+eval mode (a deterministic forward).
 A folded forward keeps no layer caches, only the container's input: a ``backward`` after
 it (a saliency map in eval mode) first runs the forward again layer by layer, in eval
 mode, to make them, then runs the layers' backward as written.

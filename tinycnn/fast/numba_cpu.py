@@ -1039,8 +1039,8 @@ def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
 
     where ``x`` is 0 outside the image, for an output of ``out_hw = (OH, OW)`` (default:
     the same padding after the image as before it; OW at least ``TILE_PIXELS``);
-    ``relu``: ``max(y, 0)`` as the sums are stored. See the comment above for how the
-    tiles are computed.
+    ``relu``: ``max(y, 0)``, on each band of rows while it is in cache. See the comment
+    above for how the tiles are computed.
     """
     x = _c(x)
     n, c, h, w = x.shape
