@@ -1301,48 +1301,48 @@ def _maxpool_fwd_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, argmax):  # pragma
 
 
 @njit(parallel=True, cache=True)
-def _maxpool2x2_fwd_kernel(x, sh, sw, relu, out, argmax):  # pragma: no cover
-    # The common 2x2 window without padding, unrolled: about 8x faster than the general
-    # loops above, whose short run-time trip counts the compiler cannot unroll.
+def _maxpool2x2_fwd_kernel(x, relu, zero, out, argmax):  # pragma: no cover
+    # The common 2x2 window with stride 2 and no padding, unrolled: about 8x faster than
+    # the general loops above, whose short run-time trip counts the compiler cannot
+    # unroll. The window's first maximum as a tree of selects, (a0 vs a1) against
+    # (a2 vs a3), with no branch in the loop, so that it vectorizes: 3.3x faster than
+    # comparing the four in turn with branches (0.41 against 1.34 ms on 128x30x24x24 with
+    # the ReLU). Windows holding a NaN are mended in a second loop over the row.
     n, c = x.shape[0], x.shape[1]
     oh, ow = out.shape[2], out.shape[3]
     for nc in prange(n * c):
         ni = nc // c
         ci = nc % c
         for oy in range(oh):
-            y0 = oy * sh
+            r0, r1 = x[ni, ci, 2 * oy], x[ni, ci, 2 * oy + 1]
+            o, am = out[ni, ci, oy], argmax[ni, ci, oy]
             for ox in range(ow):
-                x0 = ox * sw
-                a0 = x[ni, ci, y0, x0]
-                a1 = x[ni, ci, y0, x0 + 1]
-                a2 = x[ni, ci, y0 + 1, x0]
-                a3 = x[ni, ci, y0 + 1, x0 + 1]
-                best = a0
-                arg = 0
-                if a1 > best:
-                    best = a1
-                    arg = 1
-                if a2 > best:
-                    best = a2
-                    arg = 2
-                if a3 > best:
-                    best = a3
-                    arg = 3
+                a0, a1 = r0[2 * ox], r0[2 * ox + 1]
+                a2, a3 = r1[2 * ox], r1[2 * ox + 1]
+                m01 = a1 if a1 > a0 else a0  # ties: the first wins, as np.argmax
+                i01 = 1 if a1 > a0 else 0
+                m23 = a3 if a3 > a2 else a2
+                i23 = 3 if a3 > a2 else 2
+                best = m23 if m23 > m01 else m01
+                arg = i23 if m23 > m01 else i01
+                if relu:  # the pool of relu(x): a window of zeros, its first tap wins
+                    arg = arg if best > 0 else 0
+                    best = best if best > 0 else zero
+                o[ox] = best
+                am[ox] = arg
+            for ox in range(ow):  # a NaN in a window wins it (the first NaN), as np.argmax
+                a0, a1 = r0[2 * ox], r0[2 * ox + 1]
+                a2, a3 = r1[2 * ox], r1[2 * ox + 1]
                 total = a0 + a1 + a2 + a3
-                if total != total:  # a NaN (or inf - inf): the first NaN wins, as np.argmax
+                if total != total:  # a NaN (or inf - inf)
                     if a0 != a0:
-                        best, arg = a0, 0
+                        o[ox], am[ox] = a0, 0
                     elif a1 != a1:
-                        best, arg = a1, 1
+                        o[ox], am[ox] = a1, 1
                     elif a2 != a2:
-                        best, arg = a2, 2
+                        o[ox], am[ox] = a2, 2
                     elif a3 != a3:
-                        best, arg = a3, 3
-                if relu and best <= 0:  # the pool of relu(x): a window of zeros, first wins
-                    best = 0
-                    arg = 0
-                out[ni, ci, oy, ox] = best
-                argmax[ni, ci, oy, ox] = arg
+                        o[ox], am[ox] = a3, 3
 
 
 def maxpool2d_forward(
@@ -1360,8 +1360,8 @@ def maxpool2d_forward(
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=np.int32)
-    if (kh, kw) == (2, 2) and (ph, pw) == (0, 0):
-        _maxpool2x2_fwd_kernel(_c(x), sh, sw, bool(relu), out, argmax)
+    if (kh, kw) == (2, 2) and (sh, sw) == (2, 2) and (ph, pw) == (0, 0):
+        _maxpool2x2_fwd_kernel(_c(x), bool(relu), x.dtype.type(0), out, argmax)
     else:
         _maxpool_fwd_kernel(_c(x), kh, kw, sh, sw, ph, pw, bool(relu), out, argmax)
     return out, argmax
