@@ -83,11 +83,13 @@ def _foldable(relu: Any, pool: Any, grad: Any) -> bool:
     )
 
 
-def _conv_bn(conv: Any, bn: Any, x: Any) -> bool:
-    """A Conv2D twin and an eval-mode BatchNorm2D twin over its channels, foldable."""
-    return (type(conv) is FastConv2D and type(bn) is FastBatchNorm2D and _untouched(conv, bn)
-            and bn.num_features == conv.out_channels and getattr(x, "ndim", 0) == 4
-            and bn.folding(x.dtype) is not None)
+def _conv_bn_folding(conv: Any, bn: Any, x: Any) -> tuple[Any, Any] | None:
+    """``(scale, shift)`` of an eval-mode BatchNorm2D twin over the channels of the Conv2D
+    twin before it, to fold into that convolution; None where they do not fold."""
+    if not (type(conv) is FastConv2D and type(bn) is FastBatchNorm2D and _untouched(conv, bn)
+            and bn.num_features == conv.out_channels and getattr(x, "ndim", 0) == 4):
+        return None
+    return bn.folding(x.dtype)
 
 
 def _plain_relu(layer: Any) -> bool:
@@ -110,9 +112,10 @@ def run_chain(layers: list[Any], x: Any, fold: bool) -> tuple[Any, bool]:
     while i < len(layers):
         layer = layers[i]
         nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if fold and nxt is not None and _conv_bn(layer, nxt, x):
+        folding = _conv_bn_folding(layer, nxt, x) if fold and nxt is not None else None
+        if folding is not None:
             relu = i + 2 < len(layers) and _plain_relu(layers[i + 2])
-            x = layer.forward_folded(x, *nxt.folding(x.dtype), relu=relu)
+            x = layer.forward_folded(x, *folding, relu=relu)
             nxt._clear_cache()
             if relu:
                 layers[i + 2]._clear_cache()
@@ -240,7 +243,8 @@ class _FoldingBlock(_Folding):
 
 @twin_of(resnet_cifar.BasicBlock)
 class FastCifarBasicBlock(_FoldingBlock, resnet_cifar.BasicBlock):
-    """:class:`tinycnn.models.resnet_cifar.BasicBlock`, folded in eval mode."""
+    """:class:`tinycnn.models.resnet_cifar.BasicBlock`: its sum and ReLU in one pass, its
+    main path folded in eval mode."""
 
     def _parts(self) -> tuple[list[Any], Any, Any]:
         return [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2], self.shortcut, self.relu2
@@ -268,18 +272,18 @@ class _FastResNetBlock(_FoldingBlock):
 
 @twin_of(resnet.BasicBlock)
 class FastResNetBasicBlock(_FastResNetBlock, resnet.BasicBlock):
-    """:class:`tinycnn.models.resnet.BasicBlock`, folded in eval mode."""
+    """:class:`tinycnn.models.resnet.BasicBlock`: sum and ReLU in one pass, folds in eval."""
 
 
 @twin_of(resnet.Bottleneck)
 class FastResNetBottleneck(_FastResNetBlock, resnet.Bottleneck):
-    """:class:`tinycnn.models.resnet.Bottleneck`, folded in eval mode."""
+    """:class:`tinycnn.models.resnet.Bottleneck`: sum and ReLU in one pass, folds in eval."""
 
 
 @twin_of(Residual)
 class FastResidual(_FoldingBlock, Residual):
     """:class:`~tinycnn.containers.Residual`; with a ReLU after the sum, its sum and ReLU
-    are one pass in eval mode (its body, a ``Sequential``, folds its own runs)."""
+    are one pass (its body, a ``Sequential``, folds its own runs)."""
 
     def _parts(self) -> tuple[list[Any], Any, Any]:
         return [self.body], self.shortcut, self.post
