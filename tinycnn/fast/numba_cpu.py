@@ -867,6 +867,18 @@ def _has_avx512() -> bool:
 TILE_WIDTHS = (6, 8) if _has_avx512() else (6,)
 
 
+def _data_pointers(context: Any, builder: Any, types: Any, values: Any) -> list[Any]:
+    """The data pointer of each array argument of an intrinsic (LLVM IR)."""
+    return [context.make_array(t)(context, builder, v).data
+            for t, v in zip(types, values, strict=True)]
+
+
+def _as_i64(builder: Any, value: Any) -> Any:
+    """An integer argument of an intrinsic as i64 (Numba may pass narrower ints)."""
+    i64 = llvm_ir.IntType(64)
+    return builder.sext(value, i64) if value.type.width < 64 else value
+
+
 def _tile_sums_for(pixels: int) -> Any:
     """The register-tiled inner loop for tiles of ``pixels`` outputs, as a Numba intrinsic:
     ``out[p*LANES + l] = sum_k x[xbase + offs[k] + p*step] * wpanel[k, l]``."""
@@ -878,21 +890,16 @@ def _tile_sums_for(pixels: int) -> Any:
         def codegen(context, builder, signature, args):
             x_a, xbase_v, step_v, offs_a, w_a, taps_v, out_a = args
             xty, _, _, offty, wty, _, outty = signature.args
-            xptr = context.make_array(xty)(context, builder, x_a).data
-            optr = context.make_array(offty)(context, builder, offs_a).data
-            wptr = context.make_array(wty)(context, builder, w_a).data
-            outptr = context.make_array(outty)(context, builder, out_a).data
+            xptr, optr, wptr, outptr = _data_pointers(
+                context, builder, (xty, offty, wty, outty), (x_a, offs_a, w_a, out_a))
             fty = context.get_value_type(xty.dtype)
             vty = llvm_ir.VectorType(fty, TILE_LANES)
             i32, i64 = llvm_ir.IntType(32), llvm_ir.IntType(64)
 
-            def wide(v):  # any integer argument as i64
-                return builder.sext(v, i64) if v.type.width < 64 else v
-
             zero = llvm_ir.Constant(vty, [llvm_ir.Constant(fty, 0.0)] * TILE_LANES)
             undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
             splat = llvm_ir.Constant(llvm_ir.VectorType(i32, TILE_LANES), [0] * TILE_LANES)
-            count, xbase, step = wide(taps_v), wide(xbase_v), wide(step_v)
+            count, xbase, step = (_as_i64(builder, v) for v in (taps_v, xbase_v, step_v))
             entry = builder.basic_block
             loop = builder.append_basic_block("tile.loop")
             done = builder.append_basic_block("tile.done")
@@ -900,7 +907,7 @@ def _tile_sums_for(pixels: int) -> Any:
             builder.position_at_end(loop)
             k = builder.phi(i64)
             sums = [builder.phi(vty) for _ in range(pixels)]
-            base = builder.add(xbase, wide(builder.load(builder.gep(optr, [k]))))
+            base = builder.add(xbase, _as_i64(builder, builder.load(builder.gep(optr, [k]))))
             row = builder.gep(wptr, [builder.mul(k, llvm_ir.Constant(i64, TILE_LANES))])
             weights = builder.load(builder.bitcast(row, vty.as_pointer()), align=1)
             updated = []
@@ -959,15 +966,10 @@ def _tile_store8(typingctx, sums, y, ybase, plane, bias, bbase, lanes):  # pragm
     def codegen(context, builder, signature, args):
         s_a, y_a, ybase_v, plane_v, b_a, bbase_v, lanes_v = args
         sty, yty, _, _, bty, _, _ = signature.args
-        sptr = context.make_array(sty)(context, builder, s_a).data
-        yptr = context.make_array(yty)(context, builder, y_a).data
-        bptr = context.make_array(bty)(context, builder, b_a).data
+        sptr, yptr, bptr = _data_pointers(context, builder, (sty, yty, bty), (s_a, y_a, b_a))
         fty = context.get_value_type(sty.dtype)
         v16, v8 = llvm_ir.VectorType(fty, 16), llvm_ir.VectorType(fty, 8)
         i64 = llvm_ir.IntType(64)
-
-        def wide(v):
-            return builder.sext(v, i64) if v.type.width < 64 else v
 
         def load16(ptr, at):
             return builder.load(builder.bitcast(builder.gep(ptr, [at]), v16.as_pointer()),
@@ -988,8 +990,8 @@ def _tile_store8(typingctx, sums, y, ybase, plane, bias, bbase, lanes):  # pragm
                 b[m, quarter] = _lane_shuffle(builder, a[2 * m, half], a[2 * m + 1, half], [
                     (2 * (first + lane) + q) if q < 2 else (16 + 2 * (first + lane) + q - 2)
                     for lane in range(4) for q in range(4)])
-        bvec = load16(bptr, wide(bbase_v))
-        base, plane, lanes = wide(ybase_v), wide(plane_v), wide(lanes_v)
+        bvec = load16(bptr, _as_i64(builder, bbase_v))
+        base, plane, lanes = (_as_i64(builder, v) for v in (ybase_v, plane_v, lanes_v))
         for quarter in range(4):
             for pair in range(2):
                 # round 3: eight pixels a lane, two lanes a vector
