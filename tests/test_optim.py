@@ -304,13 +304,19 @@ def test_module_is_importable_as_tinycnn_optim():
     assert tinycnn.optim is optim and tinycnn.Adam is Adam
 
 
+GPU_CASES = [(cls, {"weight_decay": 0.01, "max_grad_norm": 1.0})
+             for cls in (Momentum, RMSProp, Adam, AdamW)] + [
+    (cls, {"l1": 0.05}) for cls in (Momentum, Adam)]  # the L1 term's update on the GPU
+
+
 @pytest.mark.skipif(not backend.gpu_available(), reason="no CUDA GPU visible to CuPy")
-@pytest.mark.parametrize("cls", [Momentum, RMSProp, Adam, AdamW])
-def test_gpu_matches_cpu_and_keeps_state_on_the_gpu(cls):
+@pytest.mark.parametrize(("cls", "kwargs"), GPU_CASES,
+                         ids=[f"{c.__name__}-{'-'.join(k)}" for c, k in GPU_CASES])
+def test_gpu_matches_cpu_and_keeps_state_on_the_gpu(cls, kwargs):
     cpu = make_params(np.float32)
     gpu = [Parameter(backend.to_device(p.data, "gpu")) for p in cpu]
-    opt_cpu = cls(cpu, lr=0.01, weight_decay=0.01, max_grad_norm=1.0)
-    opt_gpu = cls(gpu, lr=0.01, weight_decay=0.01, max_grad_norm=1.0)
+    opt_cpu = cls(cpu, lr=0.01, **kwargs)
+    opt_gpu = cls(gpu, lr=0.01, **kwargs)
     for t in range(3):
         for i, (c, g) in enumerate(zip(cpu, gpu, strict=True)):
             c.grad = gradient(t, i, c.data).astype(np.float32)

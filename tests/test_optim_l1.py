@@ -212,21 +212,11 @@ def test_l1_penalty_refuses_what_is_not_a_parameter() -> None:
 
 
 @pytest.mark.skipif(not backend.gpu_available(), reason="no CUDA GPU visible to CuPy, so the "
-                                                         "GPU update cannot be compared")
-@pytest.mark.parametrize("cls", [Momentum, Adam])
-def test_l1_on_the_gpu_matches_the_cpu(cls) -> None:
+                                                         "GPU penalty cannot be compared")
+def test_l1_penalty_on_the_gpu_matches_the_cpu() -> None:
+    """The optimizers' L1 update on the GPU is compared in test_optim's GPU test."""
     cpu = _params(4, np.float32)
     gpu = [Parameter(backend.to_device(p.data, "gpu")) for p in cpu]
-    opt_cpu, opt_gpu = cls(cpu, lr=0.01, l1=0.05), cls(gpu, lr=0.01, l1=0.05)
-    for t in range(3):
-        for i, (c, g) in enumerate(zip(cpu, gpu, strict=True)):
-            c.grad = _grad(t, i, c.shape).astype(np.float32)
-            g.grad = backend.to_device(c.grad, "gpu")
-        opt_cpu.step()
-        opt_gpu.step()
-    for c, g in zip(cpu, gpu, strict=True):
-        assert backend.is_gpu_array(g.data) and g.data.dtype == np.float32
-        np.testing.assert_allclose(backend.to_device(g.data, "cpu"), c.data, rtol=1e-4, atol=1e-5)
     value, grads = l1_penalty(gpu, 0.05)
     assert value == pytest.approx(l1_penalty(cpu, 0.05)[0], rel=1e-5)
     assert all(backend.is_gpu_array(g) for g in grads)
