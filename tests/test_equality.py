@@ -81,6 +81,9 @@ LAYERS = [
     ("conv_tiled_5x5_pad2", conv(8, 20, 5, padding=2), (2, 8, 8, 9)),
     ("conv_tiled_tiles_backward", conv(16, 20, 3, padding=1), (2, 16, 8, 8)),
     ("conv_tiled_strided", conv(12, 20, 3, stride=2, padding=1), (2, 12, 16, 17)),
+    ("conv_tiled_strided_narrow_phases", conv(12, 20, 3, stride=2, padding=1), (2, 12, 11, 11)),
+    ("conv_tiled_stride3_phases", conv(10, 16, 3, stride=3, padding=1), (2, 10, 20, 22)),
+    ("conv_tiled_strided_5x5_phases", conv(8, 12, 5, stride=2, padding=2), (2, 8, 13, 16)),
     ("conv_tiled_strided_few_channels", conv(4, 16, 3, stride=2, padding=1), (2, 4, 16, 16)),
     ("conv_images_untiled", untiled(12, 20, 3, stride=2, padding=1), (2, 12, 34, 33)),
     ("conv_wide_dilated", conv(18, 20, 3, padding=2, dilation=2), (2, 18, 11, 10)),
@@ -260,7 +263,8 @@ def test_every_accelerated_conv_path_ran() -> None:
         pytest.skip("run together with the equality tests above (it checks what they ran)")
     assert PATHS_SEEN >= {"rows", "wide", "pointwise", "images", "depthwise", "direct", "tiled"}
     assert PATHS_SEEN >= {f"tiled, {mode} backward"
-                          for mode in ("tiles", "mixed", "direct", "strided", "wide", "rows")}
+                          for mode in ("tiles", "mixed", "direct", "phases", "strided", "wide",
+                                     "rows")}
 
 
 def test_switching_back_and_forth_keeps_state_and_names() -> None:

@@ -526,6 +526,43 @@ def test_tiled_kernels_with_strides_match_reference(dtype: type, g: dict, stride
                ref.conv2d_tiled_weight_grad(grad, x, g["kh"], g["kw"], stride, pad), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(g=st.fixed_dictionaries({
+    "n": st.integers(1, 3), "c": st.integers(1, 20), "o": st.integers(1, 24),
+    "k": st.integers(1, 5), "sh": st.integers(1, 3), "sw": st.integers(1, 3),
+    "pad": st.integers(0, 2), "extra_h": st.integers(0, 9), "extra_w": st.integers(0, 9),
+    "seed": st.integers(0, 2**31)}))
+def test_tiled_input_grad_by_phases_matches_reference(dtype: type, g: dict) -> None:
+    """dx of a strided (or not) convolution as one stride-1 tiled convolution per phase
+    of dx: any stride, kernel (smaller than the stride too: unread inputs get 0), padding
+    and size, against the plain twin, which is checked against the layer below."""
+    rng = np.random.default_rng(g["seed"])
+    sh, sw, k, pad = g["sh"], g["sw"], g["k"], min(g["pad"], g["k"] - 1)
+    h = fast.TILE_PIXELS * sh + g["extra_h"]  # every phase at least a tile wide
+    w = fast.TILE_PIXELS * sw + g["extra_w"]
+    oh, ow = (h + 2 * pad - k) // sh + 1, (w + 2 * pad - k) // sw + 1
+    weight = rand(rng, (g["o"], g["c"], k, k), dtype)
+    grad = rand(rng, (g["n"], g["o"], oh, ow), dtype)
+    args = ((sh, sw), (pad, pad), (h, w))
+    check_sums(fast.conv2d_tiled_input_grad(grad, weight, *args),
+               ref.conv2d_tiled_input_grad(grad, weight, *args), dtype)
+
+
+def test_reference_tiled_input_grad_is_the_layers_backward() -> None:
+    from tinycnn.layers.conv import Conv2D
+
+    rng = np.random.default_rng(4)
+    for stride, padding, k in (((2, 2), 1, 3), ((3, 2), 0, 2), ((1, 1), 2, 5), ((2, 3), 1, 1)):
+        layer = Conv2D(5, 7, k, stride=stride, padding=padding, dtype=np.float64, rng=rng)
+        x = rng.standard_normal((2, 5, 11, 13))
+        g = rng.standard_normal(layer(x).shape)
+        np.testing.assert_allclose(
+            ref.conv2d_tiled_input_grad(g, layer.weight.data, stride, (padding, padding),
+                                        (11, 13)),
+            layer.backward(g), rtol=1e-12, atol=1e-12)
+
+
 def test_tiled_weight_grad_chunks_of_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch summed in chunks of several images a call (and parts of uneven size) gives
     the same weight gradient as one image a call."""

@@ -39,9 +39,10 @@ follows it:
   the rows it reads, zero-padded, into a small buffer in cache. Backward, stride 1 and
   at least ``min_tiled_in_channels`` input channels: a tiled dW and a tiled dx (the
   convolution of the padded G with the flipped, transposed kernel); strided: a tiled dW
-  and the one-GEMM path's dx; 6-7 input channels: a tiled dW and the direct kernel's dx;
-  fewer: the direct kernel's backward where it pays, otherwise the backward of the path
-  tiles replaced. Forward measured 1.1-2.3x
+  and dx as one stride-1 tiled convolution of G per phase of dx (the one-GEMM path's dx
+  where the phases are narrower than a tile); 6-7 input channels: a tiled dW and the
+  direct kernel's dx; fewer: the direct kernel's backward where it pays, otherwise the
+  backward of the path tiles replaced. Forward measured 1.1-2.3x
   faster than that path (one core, batch 32, the benchmark nets' layers).
 
 Memory: ``X_col`` is about kH*kW times larger than x. When it exceeds
@@ -637,7 +638,10 @@ class FastConv2D(Conv2D):
           1.3 ms against 2.65 for the direct kernel's dW and dx);
         * ``"direct"``: fewer input channels, few taps or output channels: the direct
           kernel's dW (and db) and dx;
-        * ``"strided"`` (at least ``TILE_PIXELS`` input channels): a tiled dW and the
+        * ``"phases"`` (strided, at least ``TILE_PIXELS`` input channels, each phase of
+          dx at least ``TILE_PIXELS`` wide): a tiled dW and dx as one stride-1 tiled
+          convolution of G per phase of dx (``numba_cpu.conv2d_tiled_input_grad``);
+        * ``"strided"`` (the same with narrower phases, or no dx): a tiled dW and the
           one-GEMM path's dx (16 -> 32, stride 2, at 32x32: 11.5 ms against 24-31 for the
           per-image path's);
         * otherwise the backward of the path that tiles replaced (``"wide"``, ``"images"``,
@@ -648,7 +652,9 @@ class FastConv2D(Conv2D):
         _, _, oh, ow = self.output_shape(x_shape)
         if self.stride != (1, 1):
             if enough:
-                return "strided"
+                sh, sw = self.stride
+                phases_fit = min(x_shape[2] // sh, x_shape[3] // sw) >= self._k.TILE_PIXELS
+                return "phases" if phases_fit and self.input_grad else "strided"
             return "images" if oh * ow >= self.min_image_positions else "rows"
         if (enough and self.in_channels >= self.min_tiled_in_channels
                 and (not self.input_grad or self._tiled_dx_fits(x_shape[3]))):
@@ -680,6 +686,8 @@ class FastConv2D(Conv2D):
             flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             dx = k.conv2d_tiled(g, flipped, None, (1, 1), (kh - 1 - top, kw - 1 - left),
                                 self.x_shape[2:])
+        elif mode == "phases" and self.input_grad:
+            dx = k.conv2d_tiled_input_grad(g, w, self.stride, (top, left), self.x_shape[2:])
         elif mode == "strided" and self.input_grad:
             dx = self._rows_input_grad(g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels))
         return dx if self.input_grad else None

@@ -55,6 +55,7 @@ __all__ = [
     "conv2d_direct_backward",
     "conv2d_direct_forward",
     "conv2d_tiled",
+    "conv2d_tiled_input_grad",
     "conv2d_tiled_pool",
     "conv2d_tiled_weight_grad",
     "crop_bias",
@@ -1231,6 +1232,59 @@ def conv2d_tiled_pool(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
                                 tile_width(ow), oh, ow, bool(relu), x.dtype.type(0), out,
                                 argmax)
     return out, argmax
+
+
+def conv2d_tiled_input_grad(grad_out: Any, weight: Any, stride: Pair, padding: Pair,
+                            x_hw: Pair) -> np.ndarray:
+    """``dx (N, C, H, W)`` of :func:`conv2d_tiled` for any stride, as stride-1 tiled
+    convolutions of G, one per phase ``(pa, pb)`` of dx's rows and columns:
+
+    ``dx[n, c, a, b] = sum_{o,i,j} w[o, c, i, j] * g[n, o, (a + top - i)/sh, (b + left - j)/sw]``
+
+    over the taps where both divisions are exact. For the rows ``a = sh*u + pa`` those are
+    the taps ``i = i0, i0 + sh, ...`` with ``i0 = (pa + top) mod sh``, and they read the
+    rows ``u + d - m`` of G (``d = (pa + top - i0) / sh``, tap ``i0 + sh*m``): a stride-1
+    convolution of G with those taps, flipped and transposed. A stride-2 3x3 layer's dx is
+    then four small convolutions (1, 2, 2 and 4 taps per channel, 9 in all, as many
+    multiply-adds as the column path's GEMM) instead of a column matrix kH*kW times the
+    size of dx and its ``col2im``. Every phase at least ``TILE_PIXELS`` wide."""
+    g = _c(grad_out)
+    n = g.shape[0]
+    _, c, kh, kw = weight.shape
+    (sh, sw), (top, left), (h, w) = stride, padding, x_hw
+    dx = np.empty((n, c, h, w), dtype=g.dtype)
+    for pa in range(min(sh, h)):
+        i0 = (pa + top) % sh
+        for pb in range(min(sw, w)):
+            j0 = (pb + left) % sw
+            taps = np.ascontiguousarray(
+                weight[:, :, i0::sh, j0::sw][:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            rows, cols = -(-(h - pa) // sh), -(-(w - pb) // sw)
+            if taps.size == 0:  # a kernel smaller than the stride: these inputs are unread
+                _put_phase(dx, np.zeros((n, c, rows, cols), dtype=g.dtype), pa, pb, sh, sw)
+                continue
+            m, mw = taps.shape[2], taps.shape[3]
+            phase = conv2d_tiled(g, taps.astype(g.dtype, copy=False), None, (1, 1),
+                                 (m - 1 - (pa + top - i0) // sh, mw - 1 - (pb + left - j0) // sw),
+                                 (rows, cols))
+            _put_phase(dx, phase, pa, pb, sh, sw)
+    return dx
+
+
+@njit(parallel=True, cache=True)
+def _put_phase(dx, phase, pa, pb, sh, sw):  # pragma: no cover
+    # dx[:, :, pa::sh, pb::sw] = phase, parallel over the planes (NumPy's strided copy is
+    # one thread)
+    n, c = dx.shape[0], dx.shape[1]
+    rows, cols = phase.shape[2], phase.shape[3]
+    for nc in prange(n * c):
+        ni = nc // c
+        ci = nc % c
+        for u in range(rows):
+            src = phase[ni, ci, u]
+            dst = dx[ni, ci, pa + sh * u]
+            for v in range(cols):
+                dst[pb + sw * v] = src[v]
 
 
 @njit(parallel=True, cache=True)

@@ -224,6 +224,28 @@ def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
     return xp.maximum(y, 0) if relu else y
 
 
+def conv2d_tiled_input_grad(grad_out: Any, weight: Any, stride: Pair, padding: Pair,
+                            x_hw: Pair) -> Any:
+    """``dx (N, C, H, W)`` of :func:`conv2d_tiled`, tap by tap: each output's gradient
+    times ``w[:, :, i, j]`` goes back to the input it read through tap ``(i, j)``
+    (``dxz``: the zero-padded input's gradient, then cropped to the image).
+
+    The Numba twin splits it into one stride-1 convolution per phase of dx (see there).
+    """
+    xp = get_array_module(grad_out)
+    n, o, oh, ow = grad_out.shape
+    _, c, kh, kw = weight.shape
+    (sh, sw), (top, left), (h, w) = stride, padding, x_hw
+    hz = max((oh - 1) * sh + kh, top + h)
+    wz = max((ow - 1) * sw + kw, left + w)
+    dxz = xp.zeros((n, c, hz, wz), dtype=grad_out.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxz[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += (
+                xp.einsum("nohw,oc->nchw", grad_out, weight[:, :, i, j]))
+    return xp.ascontiguousarray(dxz[:, :, top : top + h, left : left + w])
+
+
 def conv2d_tiled_pool(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
                       padding: Pair = (0, 0), out_hw: Pair | None = None,
                       relu: bool = False) -> tuple[Any, Any]:
