@@ -44,6 +44,7 @@ from tinycnn.layers import (
     Upsample,
     ZeroPad2D,
 )
+from tinycnn.module import LayerInputError
 
 pytest.importorskip("numba", reason="numba is not installed: the engine's CPU kernels need it")
 
@@ -365,6 +366,21 @@ def test_conv_relu_max_pool_run_as_one_pass() -> None:
     fast32 = tinycnn.accelerate(copy.deepcopy(reference).astype(np.float32))
     np.testing.assert_allclose(fast32(x32), reference.astype(np.float32)(x32), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_conv_relu_max_pool_pass_keeps_the_layers_errors_and_empty_batches() -> None:
+    """A wrong input gets the error of the layer it is wrong for, and an empty batch the
+    shapes the layers give, as when the three run one by one."""
+    rng = np.random.default_rng(7)
+    reference = Sequential(Conv2D(3, 20, 3, padding=1, rng=rng), ReLU(), MaxPool2D(2))
+    fast = tinycnn.accelerate(copy.deepcopy(reference))
+    for shape, layer in (((2, 4, 12, 12), "Conv2D expected 3 channels"),
+                         ((2, 3, 1, 12), "MaxPool2D expected a padded input of at least 2x2")):
+        with pytest.raises(LayerInputError, match=layer):
+            fast(np.zeros(shape, dtype=np.float32))
+    y = fast(np.zeros((0, 3, 12, 12), dtype=np.float32))
+    assert y.shape == (0, 20, 6, 6)
+    assert fast.backward(np.zeros(y.shape, dtype=np.float32)).shape == (0, 3, 12, 12)
 
 
 def test_an_accelerated_model_copies_and_pickles_after_a_step() -> None:
