@@ -112,8 +112,7 @@ def _pooled_conv(conv: Any, relu: Any, pool: Any, x: Any) -> Any | None:
             and _foldable_forward(relu, pool, x) and pool.kernel_size == (2, 2)
             and pool.stride == (2, 2)):
         return None
-    conv._check(x)  # the convolution's own error for a wrong input
-    shape = tuple(conv.output_shape(x.shape))
+    shape = tuple(conv.output_shape(x.shape))  # forward_pooled checks x itself
     if min(shape[2:]) < 2 or pool.has_overhang(shape):
         return None
     pooled = conv.forward_pooled(x, relu=True)
