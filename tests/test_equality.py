@@ -44,7 +44,6 @@ from tinycnn.layers import (
     Upsample,
     ZeroPad2D,
 )
-from tinycnn.module import LayerInputError
 
 pytest.importorskip("numba", reason="numba is not installed: the engine's CPU kernels need it")
 
@@ -329,58 +328,6 @@ def test_relu_before_max_pool_is_folded_into_its_backward(monkeypatch: pytest.Mo
     np.testing.assert_allclose(fast.backward(g), reference.backward(g), rtol=1e-12, atol=1e-14)
     assert calls == []  # the instance attribute, not the class method, ran
     assert "backward" in fast[1].__dict__
-
-
-def test_conv_relu_max_pool_run_as_one_pass() -> None:
-    """A Conv2D -> ReLU -> 2x2 MaxPool2D run on the tiled path is one kernel that pools
-    each band of convolution rows in cache: the reference's output and gradients, and
-    every layer's cache as if the three had run one by one (the ReLU's full-size output
-    made when read, from the weights of that forward, not the updated ones)."""
-    rng = np.random.default_rng(6)
-    reference = Sequential(Conv2D(3, 20, 3, padding=1, rng=rng), ReLU(), MaxPool2D(2),
-                           Conv2D(20, 24, 3, padding=1, rng=rng), ReLU(),
-                           MaxPool2D(2, ceil_mode=True), Flatten())
-    fast = tinycnn.accelerate(copy.deepcopy(reference))
-    x = rng.standard_normal((3, 3, 13, 17))  # odd: the last row and column are in no window
-    g = rng.standard_normal(reference(x).shape)
-    np.testing.assert_allclose(fast(x), reference(x), rtol=1e-12, atol=1e-14)
-    for i in (1, 4):  # both triples ran as one pass: no full-size output yet
-        assert callable(fast[i].__dict__.get("_deferred_input")), f"layer {i} not fused"
-    np.testing.assert_allclose(fast.backward(g), reference.backward(g), rtol=1e-12, atol=1e-12)
-    for (name, p), q in zip(fast.named_parameters(), reference.parameters(), strict=True):
-        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-11, atol=1e-12, err_msg=name)
-    for p in fast.parameters():  # an update after the step: the caches are the step's
-        p.data += 1.0
-    for i in (1, 4):
-        np.testing.assert_allclose(fast[i].y, reference[i].y, rtol=1e-12, atol=1e-14)
-        np.testing.assert_array_equal(fast[i + 1].argmax, reference[i + 1].argmax)
-        assert fast[i + 1].x_shape == reference[i + 1].x_shape
-        assert fast[i - 1].x is x if i == 1 else fast[i - 1].x is not None
-    with tinycnn.use_kernels("reference"):  # the reference's backward reads those caches
-        np.testing.assert_allclose(fast[4].backward(g4 := rng.standard_normal(fast[4].y.shape)),
-                                   reference[4].backward(g4), rtol=1e-12, atol=1e-14)
-    fast.eval()  # eval mode runs the same pass
-    fast(x)
-    assert callable(fast[1].__dict__.get("_deferred_input"))
-    x32 = x.astype(np.float32)
-    fast32 = tinycnn.accelerate(copy.deepcopy(reference).astype(np.float32))
-    np.testing.assert_allclose(fast32(x32), reference.astype(np.float32)(x32), rtol=1e-4,
-                               atol=1e-5)
-
-
-def test_conv_relu_max_pool_pass_keeps_the_layers_errors_and_empty_batches() -> None:
-    """A wrong input gets the error of the layer it is wrong for, and an empty batch the
-    shapes the layers give, as when the three run one by one."""
-    rng = np.random.default_rng(7)
-    reference = Sequential(Conv2D(3, 20, 3, padding=1, rng=rng), ReLU(), MaxPool2D(2))
-    fast = tinycnn.accelerate(copy.deepcopy(reference))
-    for shape, layer in (((2, 4, 12, 12), "Conv2D expected 3 channels"),
-                         ((2, 3, 1, 12), "MaxPool2D expected a padded input of at least 2x2")):
-        with pytest.raises(LayerInputError, match=layer):
-            fast(np.zeros(shape, dtype=np.float32))
-    y = fast(np.zeros((0, 3, 12, 12), dtype=np.float32))
-    assert y.shape == (0, 20, 6, 6)
-    assert fast.backward(np.zeros(y.shape, dtype=np.float32)).shape == (0, 3, 12, 12)
 
 
 def test_an_accelerated_model_copies_and_pickles_after_a_step() -> None:

@@ -444,33 +444,6 @@ def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict, relu: bool) -
                ref.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw, relu=relu), dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@SETTINGS
-@given(g=tiled_geometry, relu=st.booleans(), stride=st.sampled_from([(1, 1), (2, 1), (2, 2)]),
-       nan=st.booleans())
-def test_tiled_conv_pool_kernel_matches_conv_then_pool(dtype: type, g: dict, relu: bool,
-                                                       stride: tuple, nan: bool) -> None:
-    """Conv2D -> (ReLU ->) 2x2 stride-2 max-pool as one kernel: the values and argmax of
-    the tiled convolution followed by the pool kernel, exactly (the same sums), for odd
-    and even output sizes (an odd last row or column is in no window), bands of any
-    height, NaN and ties included; and the plain twin's to rounding."""
-    x, out_hw, rng = tiled_input(g, g["c"], stride, dtype)
-    if nan:
-        x.reshape(-1)[rng.integers(0, x.size)] = np.nan
-    x[..., ::3] = 0.0  # ties after the ReLU
-    weight = rand(rng, (g["o"], g["c"], g["kh"], g["kw"]), dtype)
-    b = rand(rng, (g["o"],), dtype) if g["bias"] else None
-    pad = (g["top"], g["left"])
-    out, argmax = fast.conv2d_tiled_pool(x, weight, b, stride, pad, out_hw, relu=relu)
-    want, want_arg = fast.maxpool2d_forward(fast.conv2d_tiled(x, weight, b, stride, pad, out_hw),
-                                            2, 2, (2, 2), (0, 0), relu=relu)
-    assert out.shape == (g["n"], g["o"], out_hw[0] // 2, out_hw[1] // 2)
-    np.testing.assert_array_equal(out, want)
-    np.testing.assert_array_equal(argmax, want_arg)
-    plain, _ = ref.conv2d_tiled_pool(x, weight, b, stride, pad, out_hw, relu=relu)
-    check_sums(out, plain, dtype)
-
-
 def test_tiled_conv_relu_keeps_nan() -> None:
     x = np.ones((1, 2, 3, 8), dtype=np.float32)
     x[0, 1, 1, 4] = np.nan

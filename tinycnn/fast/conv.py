@@ -62,7 +62,6 @@ from typing import Any
 from tinycnn import backend
 from tinycnn.fast import _load, kernels_for, threads, twin_of
 from tinycnn.layers.conv import Conv2D
-from tinycnn.module import _ArrayMeta
 
 
 @twin_of(Conv2D)
@@ -584,47 +583,14 @@ class FastConv2D(Conv2D):
     # --- register-tiled sums, no column matrix (numba_cpu.conv2d_tiled)
 
     def _forward_tiled(self, x: Any) -> Any:
-        self._keep_tiled_input(x)
-        top, _, left, _ = self._pads
-        w = self.weight.data.astype(x.dtype, copy=False)
-        return self._k.conv2d_tiled(x, w, self._bias_data(), self.stride, (top, left),
-                                    self.output_shape(x.shape)[2:])
-
-    def _keep_tiled_input(self, x: Any) -> None:
-        """The tiled path's cache for backward (and the backward it will run)."""
         top, _, left, _ = self._pads
         self.tiled_backward = self._tiled_backward_for(x.shape)
         # the wide path's backward reads the padded input; the others pad where they read
         self.x = self._k.pad2d(x, top, left) if self.tiled_backward == "wide" else x
         self.cols = None
-
-    def forward_pooled(self, x: Any, relu: bool) -> tuple[Any, Any, Any] | None:
-        """A 2x2 stride-2 MaxPool2D (after a ReLU if ``relu``) of this convolution's output,
-        in one pass on the tiled path: each band of output rows is pooled while it is in
-        cache, and the full-size output is never made (:mod:`tinycnn.fast.graph`).
-
-        Returns the pool's ``(out, argmax)`` and a function that makes the full-size
-        output when something reads it (it convolves again, with the weights of this
-        forward); None, with nothing run, where this layer would not take the tiled path.
-        Keeps the caches its forward keeps.
-        """
-        k = kernels_for(x)
-        if k is None or backend.is_gpu_array(x):
-            return None
-        self._check(x)
-        if self._path(x.shape, False) != "tiled":
-            return None
-        self.kernel_module = k.__name__
-        self.x_shape, self.impl = x.shape, "tiled"
-        self._keep_tiled_input(x)
-        top, _, left, _ = self._pads
-        out_hw = self.output_shape(x.shape)[2:]
-        w = self.weight.data.astype(x.dtype)  # copies: an update of the weights after this
-        b = None if self.bias is None else self.bias.data.copy()  # forward changes neither
-        out, argmax = k.conv2d_tiled_pool(x, w, b, self.stride, (top, left), out_hw, relu)
-        object.__setattr__(self, "_out_meta", _ArrayMeta(self.output_shape(x.shape), x.dtype))
-        output = _TiledOutput(k.__name__, x, w, b, self.stride, (top, left), out_hw)
-        return out, argmax, output
+        w = self.weight.data.astype(x.dtype, copy=False)
+        return self._k.conv2d_tiled(x, w, self._bias_data(), self.stride, (top, left),
+                                    self.output_shape(x.shape)[2:])
 
     def _tiled_backward_for(self, x_shape: tuple[int, ...]) -> str:
         """How the tiled path's backward runs (measured at batch 128 on 2 cores):
@@ -716,15 +682,3 @@ class FastConv2D(Conv2D):
         self.x = None
         self.impl = None
         self.tiled_backward = None
-
-
-class _TiledOutput:
-    """The full-size output of a :meth:`FastConv2D.forward_pooled`, made when called (a
-    class, not a closure: a model holding it still pickles)."""
-
-    def __init__(self, kernel_module: str, x: Any, weight: Any, bias: Any, stride: Any,
-                 padding: Any, out_hw: Any) -> None:
-        self.kernel_module, self.args = kernel_module, (x, weight, bias, stride, padding, out_hw)
-
-    def __call__(self) -> Any:
-        return importlib.import_module(self.kernel_module).conv2d_tiled(*self.args)

@@ -1,6 +1,6 @@
 """Graph-level work of the engine: layers that follow each other, run as one pass.
 
-Three folds, all invisible to the user (the outputs and every gradient are the same):
+Two folds, both invisible to the user (the outputs and every gradient are the same):
 
 **ReLU -> MaxPool2D** (training and eval). ``FastSequential`` is the twin of
 :class:`tinycnn.containers.Sequential`. Where a ``ReLU`` feeds a ``MaxPool2D``, it runs
@@ -13,14 +13,6 @@ gradient to its winner, and the ReLU would then zero it where ``y <= 0``; a winn
 windows whose output is not, and the ReLU's pass over the full-size gradient disappears.
 The pool keeps the argmax it would have had on ``relu(x)``, and the ReLU keeps its input
 and makes its full-size output ``y`` the first time anything reads it (``model[i].y``).
-
-**Conv2D -> ReLU -> MaxPool2D** (2x2, stride 2; training and eval), where the
-convolution takes the tiled path: one kernel pools each band of convolution rows while it
-is in cache (:meth:`FastConv2D.forward_pooled`), so the full-size output is neither
-written nor read back. The convolution keeps its input as its forward would, the pool its
-output and argmax; the ReLU makes its input (by convolving again, with the weights of that
-forward) and its output only if something reads ``model[i].y``. Backward is the ReLU ->
-MaxPool2D fold's, then the convolution's own.
 
 **Conv2D -> BatchNorm2D (-> ReLU)** in eval mode, and a residual block's
 ``relu(main + shortcut)``. With running statistics a BatchNorm is a fixed per-channel
@@ -38,7 +30,7 @@ A folded forward keeps no layer caches, only the container's input: a ``backward
 it (a saliency map in eval mode) first runs the forward again layer by layer, in eval
 mode, to make them, then runs the layers' backward as written.
 
-Each fold applies only to the engine's own twins with nothing attached to their
+Either fold applies only to the engine's own twins with nothing attached to their
 instances (a user's or the anomaly mode's wrapper sees the layers run as written), on
 the CPU kernels.
 """
@@ -57,7 +49,7 @@ from tinycnn.fast import kernels_for, twin_of
 from tinycnn.fast.conv import FastConv2D
 from tinycnn.fast.layers import FastBatchNorm2D, FastMaxPool2D, FastReLU
 from tinycnn.models import resnet, resnet_cifar
-from tinycnn.module import Module, _ArrayMeta, _output_meta, check_input
+from tinycnn.module import Module, _output_meta, check_input
 
 _folding = {"on": True}  # off while a folded forward is run again layer by layer
 
@@ -104,25 +96,6 @@ def _plain_relu(layer: Any) -> bool:
     return type(layer) is FastReLU and _untouched(layer)
 
 
-def _pooled_conv(conv: Any, relu: Any, pool: Any, x: Any) -> Any | None:
-    """``pool(relu(conv(x)))`` in one pass for a 2x2 stride-2 MaxPool2D on the tiled path
-    (:meth:`FastConv2D.forward_pooled`), the three layers keeping their caches; None, with
-    nothing run, where that does not apply."""
-    if not (type(conv) is FastConv2D and _untouched(conv) and pool is not None
-            and _foldable_forward(relu, pool, x) and pool.kernel_size == (2, 2)
-            and pool.stride == (2, 2)):
-        return None
-    shape = tuple(conv.output_shape(x.shape))  # forward_pooled checks x itself
-    if min(shape[2:]) < 2 or pool.has_overhang(shape):
-        return None
-    pooled = conv.forward_pooled(x, relu=True)
-    if pooled is None:
-        return None
-    out, argmax, make_output = pooled
-    relu.defer_made(make_output, _ArrayMeta(shape, x.dtype))
-    return pool.keep_result(out, argmax, shape)
-
-
 def _may_fold(container: Module, x: Any) -> bool:
     """Folding on, every module in ``container`` in eval mode, on the CPU kernels."""
     return (_folding["on"] and _on_cpu_kernels(x)
@@ -132,8 +105,7 @@ def _may_fold(container: Module, x: Any) -> bool:
 def run_chain(layers: list[Any], x: Any, fold: bool) -> tuple[Any, bool]:
     """``layers`` applied in turn to ``x``; with ``fold``, each Conv2D -> eval BatchNorm2D
     (-> ReLU) run in one convolution pass (its layers' caches cleared). Returns the output
-    and whether anything was folded. Conv2D -> ReLU -> MaxPool2D triples and ReLU ->
-    MaxPool2D pairs are run as one pass either way (their layers keep their caches).
+    and whether anything was folded. ReLU -> MaxPool2D pairs are run as one pass either way.
     """
     folded = False
     i = 0
@@ -149,10 +121,6 @@ def run_chain(layers: list[Any], x: Any, fold: bool) -> tuple[Any, bool]:
                 layers[i + 2]._clear_cache()
             folded = True
             i += 3 if relu else 2
-        elif (pooled := _pooled_conv(layer, nxt, layers[i + 2] if i + 2 < len(layers) else None,
-                                     x)) is not None:
-            x = pooled
-            i += 3
         elif nxt is not None and _foldable_forward(layer, nxt, x):
             x = nxt.forward_after_relu(layer, x)
             i += 2

@@ -65,19 +65,12 @@ class FastMaxPool2D(MaxPool2D):
         relu.defer(x)
         self._check(x)
         kh, kw = self.kernel_size
-        out, argmax = kernels_for(x).maxpool2d_forward(x, kh, kw, self.stride, self.padding,
-                                                       relu=True)
-        return self.keep_result(out, argmax, x.shape)
-
-    def keep_result(self, out: Any, argmax: Any, x_shape: tuple[int, ...]) -> Any:
-        """Keep what this layer's forward keeps, for a pass run for it (``out``, ``argmax``
-        of its kernel on an input of ``x_shape``) by :mod:`tinycnn.fast.graph`; returns
-        ``out``."""
-        self.out, self.argmax = out, argmax
+        self.out, self.argmax = kernels_for(x).maxpool2d_forward(
+            x, kh, kw, self.stride, self.padding, relu=True)
         self.ran_kernel = True
-        self.x_shape = self.kernel_shape = tuple(x_shape)
-        object.__setattr__(self, "_out_meta", _output_meta(out))
-        return out
+        self.x_shape = self.kernel_shape = x.shape
+        object.__setattr__(self, "_out_meta", _output_meta(self.out))
+        return self.out
 
     def backward(self, grad_out: Any, through_relu: bool = False) -> Any:
         """dL/dx; with ``through_relu`` (only after a forward whose input was a ReLU's
@@ -239,8 +232,6 @@ class FastReLU(ReLU):
         y = self.__dict__.get("y")
         x = self.__dict__.get("_deferred_input")
         if y is None and x is not None:
-            if callable(x):  # the convolution before made only the pooled result
-                x = x()
             y = get_array_module(x).maximum(x, x.dtype.type(0))  # the layer's own formula
             self.__dict__["y"] = y
             del self.__dict__["_deferred_input"]
@@ -254,15 +245,9 @@ class FastReLU(ReLU):
     def defer(self, x: Any) -> None:
         """Forward whose output is made only when read (the pool after it used ``x``)."""
         check_input(self, x, (1, 2, 3, 4, 5), "(N, ...)")
-        self.defer_made(x, _output_meta(x))
-
-    def defer_made(self, x: Any, meta: Any) -> None:
-        """Forward whose output is made only when read, from ``x``: the input, or a
-        function that makes it (a convolution before this ReLU and the max-pool after it
-        ran as one pass, :mod:`tinycnn.fast.graph`); ``meta``: the input's shape and dtype."""
         self.y = None
         self.__dict__["_deferred_input"] = x
-        object.__setattr__(self, "_out_meta", meta)  # what backward will check
+        object.__setattr__(self, "_out_meta", _output_meta(x))  # what backward will check
 
     def forward(self, x: Any) -> Any:
         k = kernels_for(x)

@@ -56,7 +56,6 @@ __all__ = [
     "conv2d_direct_forward",
     "conv2d_tiled",
     "conv2d_tiled_input_grad",
-    "conv2d_tiled_pool",
     "conv2d_tiled_weight_grad",
     "crop_bias",
     "depthwise_conv2d_backward",
@@ -1039,41 +1038,19 @@ def _copy_rows_zero_extended(xf, img0, c, h, w, r_first, rows, left, rows_s, wsp
                     scratch[d + t] = xf[src + t]
 
 
-@njit(cache=True, inline="always")
-def _band_tiles(scratch, offs, panel, taps, rows, sh, sw, wsp, ow, pixels, sums, yf, y0, plane,
-                bias, b0, lanes):  # pragma: no cover
-    # One block of TILE_LANES output channels over `rows` rows of a band, from the band's
-    # scratch: yf[y0 + l*plane + rr*ow + s] = bias[b0 + l] + the sums of output (rr, s) for
-    # the l < lanes channels. A row whose width is not a multiple of the tile's ends with a
-    # tile that overlaps the one before.
-    tiles = (ow + pixels - 1) // pixels
-    for rr in range(rows):
-        for t in range(tiles):
-            c0 = min(t * pixels, ow - pixels)
-            base = rr * sh * wsp + c0 * sw
-            if pixels == 8:
-                _tile_sums8(scratch, base, sw, offs, panel, taps, sums)
-                _tile_store8(sums, yf, y0 + rr * ow + c0, plane, bias, b0, lanes)
-                continue
-            _tile_sums6(scratch, base, sw, offs, panel, taps, sums)
-            for lane in range(lanes):
-                b = bias[b0 + lane]
-                at = y0 + lane * plane + rr * ow + c0
-                for p in range(pixels):
-                    yf[at + p] = sums[p * TILE_LANES + lane] + b
-
-
 @njit(parallel=True, cache=True)
 def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp, pixels, relu,
                        y):  # pragma: no cover
     # one task per (image, band of `band` output rows). The task first copies the input
     # rows its band reads, zero-padded, into `scratch (C, rows, wsp)` (offs point into it),
-    # then runs every block of TILE_LANES output channels over them
+    # then runs every block of TILE_LANES output channels over them; a row whose width is
+    # not a multiple of the tile's ends with a tile that overlaps the one before
     n, c, h, w = x.shape
     xf = x.reshape(-1)
     blocks, taps = wpanels.shape[0], wpanels.shape[1]
     o_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     yf = y.reshape(-1)
+    tiles = (ow + pixels - 1) // pixels
     bands = (oh + band - 1) // band
     rows_s = (band - 1) * sh + kh
     for task in prange(n * bands):
@@ -1086,9 +1063,24 @@ def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp,
         sums = np.empty(8 * TILE_LANES, dtype=y.dtype)
         for ob in range(blocks):
             lanes = min(TILE_LANES, o_out - ob * TILE_LANES)
-            _band_tiles(scratch, offs, wpanels[ob], taps, rows, sh, sw, wsp, ow, pixels, sums,
-                        yf, ((ni * o_out + ob * TILE_LANES) * oh + r0) * ow, oh * ow, bias,
-                        ob * TILE_LANES, lanes)
+            for rr in range(rows):
+                for t in range(tiles):
+                    c0 = min(t * pixels, ow - pixels)
+                    base = rr * sh * wsp + c0 * sw
+                    if pixels == 8:
+                        _tile_sums8(scratch, base, sw, offs, wpanels[ob], taps, sums)
+                    else:
+                        _tile_sums6(scratch, base, sw, offs, wpanels[ob], taps, sums)
+                    if pixels == 8:
+                        _tile_store8(sums, yf, ((ni * o_out + ob * TILE_LANES) * oh + r0 + rr)
+                                     * ow + c0, oh * ow, bias, ob * TILE_LANES, lanes)
+                        continue
+                    for lane in range(lanes):
+                        o = ob * TILE_LANES + lane
+                        b = bias[o]
+                        yrow = y[ni, o, r0 + rr]
+                        for p in range(pixels):
+                            yrow[c0 + p] = sums[p * TILE_LANES + lane] + b
             if relu:  # on the band's rows while they are in cache (in the loop above, the
                 # branch made the whole kernel 1.3x slower); a NaN is not < 0: it passes
                 for lane in range(lanes):
@@ -1097,41 +1089,6 @@ def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp,
                         for t in range(ow):
                             if yrow[t] < 0:
                                 yrow[t] = 0
-
-
-@njit(parallel=True, cache=True)
-def _tiled_conv_pool_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp, pixels,
-                            oh, ow, relu, zero, out, argmax):  # pragma: no cover
-    # _tiled_conv_kernel's tasks (`band` even), each block's rows of the band stored in a
-    # buffer in cache, `yb (TILE_LANES, band, ow)`, and max-pooled 2x2 from there into
-    # `out` and `argmax`: the full-size convolution output is never written to memory
-    n, c, h, w = x.shape
-    xf = x.reshape(-1)
-    blocks, taps = wpanels.shape[0], wpanels.shape[1]
-    o_out = out.shape[1]
-    bands = (oh + band - 1) // band
-    rows_s = (band - 1) * sh + kh
-    for task in prange(n * bands):
-        ni = task // bands
-        r0 = (task - ni * bands) * band
-        rows = min(band, oh - r0) // 2 * 2  # an odd last row is in no window
-        if rows > 0:
-            scratch = np.zeros(c * rows_s * wsp, dtype=out.dtype)
-            _copy_rows_zero_extended(xf, ni * c * h * w, c, h, w, r0 * sh - top,
-                                     (rows - 1) * sh + kh, left, rows_s, wsp, scratch)
-            sums = np.empty(8 * TILE_LANES, dtype=out.dtype)
-            yb = np.empty(TILE_LANES * band * ow, dtype=out.dtype)
-            for ob in range(blocks):
-                lanes = min(TILE_LANES, o_out - ob * TILE_LANES)
-                _band_tiles(scratch, offs, wpanels[ob], taps, rows, sh, sw, wsp, ow, pixels,
-                            sums, yb, 0, band * ow, bias, ob * TILE_LANES, lanes)
-                for lane in range(lanes):
-                    o = ob * TILE_LANES + lane
-                    for pr in range(rows // 2):
-                        at = (lane * band + 2 * pr) * ow
-                        _pool2x2_row(yb[at:at + ow], yb[at + ow:at + 2 * ow],
-                                     out[ni, o, r0 // 2 + pr], argmax[ni, o, r0 // 2 + pr],
-                                     relu, zero)
 
 
 def tile_width(ow: int) -> int:
@@ -1152,35 +1109,6 @@ def _tiled_out_hw(x_shape: tuple[int, ...], kh: int, kw: int, stride: Pair, padd
     return (x_shape[2] + 2 * top - kh) // sh + 1, (x_shape[3] + 2 * left - kw) // sw + 1
 
 
-def _tiled_operands(name: str, x: Any, weight: Any, bias: Any, stride: Pair, padding: Pair,
-                    out_hw: Pair | None) -> tuple[Any, Any, Any, int, int]:
-    """``(x, panels, bias, OH, OW)`` for the tiled kernels: the weights of each block of
-    TILE_LANES channels tap by tap, ``(blocks, C*kH*kW, TILE_LANES)``, a last block with
-    fewer channels padded with zero weights (its extra lanes are not stored), and the bias
-    padded to whole blocks (read 16 at a time)."""
-    x = _c(x)
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    _expect(name, "weight", tuple(weight.shape), (o, c, kh, kw))
-    oh, ow = _tiled_out_hw(x.shape, kh, kw, stride, padding, out_hw)
-    if ow < TILE_PIXELS or oh < 1:
-        raise KernelShapeError(f"{name} needs an output at least {TILE_PIXELS} wide, "
-                               f"got {oh}x{ow}")
-    blocks = (o + TILE_LANES - 1) // TILE_LANES
-    panels = np.zeros((blocks * TILE_LANES, c * kh * kw), dtype=x.dtype)
-    panels[:o] = _c(weight).reshape(o, -1)
-    panels = np.ascontiguousarray(panels.reshape(blocks, TILE_LANES, -1).transpose(0, 2, 1))
-    b = np.zeros(blocks * TILE_LANES, x.dtype)
-    if bias is not None:
-        b[:o] = _c(bias)
-    return x, panels, b, oh, ow
-
-
-def _tiled_band(n: int, oh: int) -> int:
-    """Output rows per task: at most TILE_BAND, and at least 4 tasks a thread."""
-    return max(1, min(TILE_BAND, oh, n * oh // (4 * threads())))
-
-
 def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
                  padding: Pair = (0, 0), out_hw: Pair | None = None,
                  relu: bool = False) -> np.ndarray:
@@ -1194,44 +1122,32 @@ def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
     ``relu``: ``max(y, 0)``, on each band of rows while it is in cache. See the comment
     above for how the tiles are computed.
     """
-    x, panels, b, oh, ow = _tiled_operands("conv2d_tiled", x, weight, bias, stride, padding,
-                                           out_hw)
-    n, c = x.shape[:2]
+    x = _c(x)
+    n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     sh, sw = stride
+    _expect("conv2d_tiled", "weight", tuple(weight.shape), (o, c, kh, kw))
+    oh, ow = _tiled_out_hw(x.shape, kh, kw, stride, padding, out_hw)
+    if ow < TILE_PIXELS or oh < 1:
+        raise KernelShapeError(f"conv2d_tiled needs an output at least {TILE_PIXELS} wide, "
+                               f"got {oh}x{ow}")
+    blocks = (o + TILE_LANES - 1) // TILE_LANES
+    # the weights of each block of channels, tap by tap: (blocks, C*kH*kW, TILE_LANES);
+    # a last block with fewer channels gets zero weights (its extra lanes are not stored)
+    panels = np.zeros((blocks * TILE_LANES, c * kh * kw), dtype=x.dtype)
+    panels[:o] = _c(weight).reshape(o, -1)
+    panels = np.ascontiguousarray(panels.reshape(blocks, TILE_LANES, -1).transpose(0, 2, 1))
+    b = np.zeros(blocks * TILE_LANES, x.dtype)  # a whole last block: read 16 at a time
+    if bias is not None:
+        b[:o] = _c(bias)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
-    band = _tiled_band(n, oh)
+    band = max(1, min(TILE_BAND, oh, n * oh // (4 * threads())))  # >= 4 tasks a thread
     wsp = (ow - 1) * sw + kw  # the width of a zero-padded input row, as far as it is read
     if y.size:
         _tiled_conv_kernel(x, _tap_offsets(c, kh, kw, (band - 1) * sh + kh, wsp), panels, b,
                            padding[0], padding[1], sh, sw, kh, band, wsp, tile_width(ow),
                            bool(relu), y)
     return y
-
-
-def conv2d_tiled_pool(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
-                      padding: Pair = (0, 0), out_hw: Pair | None = None,
-                      relu: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``maxpool2d_forward(conv2d_tiled(x, weight, bias, stride, padding, out_hw), 2, 2,
-    (2, 2), (0, 0), relu)``: a Conv2D -> (ReLU ->) 2x2 stride-2 MaxPool2D in one pass. Each
-    task pools its band of convolution rows while they are in cache, so the full-size
-    output is never written and read back (SimpleConvNet's 128x30x24x24: 8.8 MB each way).
-    Returns ``(out (N, O, OH//2, OW//2), argmax)``, the same values as the two calls."""
-    x, panels, b, oh, ow = _tiled_operands("conv2d_tiled_pool", x, weight, bias, stride,
-                                           padding, out_hw)
-    n, c = x.shape[:2]
-    o, _, kh, kw = weight.shape
-    sh, sw = stride
-    out = np.empty((n, o, oh // 2, ow // 2), dtype=x.dtype)
-    argmax = np.empty(out.shape, dtype=np.int32)
-    band = max(2, _tiled_band(n, oh) // 2 * 2)  # whole windows in each band
-    wsp = (ow - 1) * sw + kw
-    if out.size:
-        _tiled_conv_pool_kernel(x, _tap_offsets(c, kh, kw, (band - 1) * sh + kh, wsp), panels,
-                                b, padding[0], padding[1], sh, sw, kh, band, wsp,
-                                tile_width(ow), oh, ow, bool(relu), x.dtype.type(0), out,
-                                argmax)
-    return out, argmax
 
 
 def conv2d_tiled_input_grad(grad_out: Any, weight: Any, stride: Pair, padding: Pair,
@@ -1440,55 +1356,49 @@ def _maxpool_fwd_kernel(x, kh, kw, sh, sw, ph, pw, relu, out, argmax):  # pragma
                 argmax[ni, ci, oy, ox] = arg
 
 
-@njit(cache=True, inline="always")
-def _pool2x2_row(r0, r1, o, am, relu, zero):  # pragma: no cover
-    # One row of 2x2 stride-2 windows over the input rows r0 and r1: o[ox] their maximum,
-    # am[ox] its tap (0-3). The window's first maximum as a tree of selects, (a0 vs a1)
-    # against (a2 vs a3), with no branch in the loop, so that it vectorizes: 3.3x faster
-    # than comparing the four in turn with branches (0.41 against 1.34 ms on 128x30x24x24
-    # with the ReLU). Windows holding a NaN are mended in a second loop over the row.
-    for ox in range(o.shape[0]):
-        a0, a1 = r0[2 * ox], r0[2 * ox + 1]
-        a2, a3 = r1[2 * ox], r1[2 * ox + 1]
-        m01 = a1 if a1 > a0 else a0  # ties: the first wins, as np.argmax
-        i01 = 1 if a1 > a0 else 0
-        m23 = a3 if a3 > a2 else a2
-        i23 = 3 if a3 > a2 else 2
-        best = m23 if m23 > m01 else m01
-        arg = i23 if m23 > m01 else i01
-        if relu:  # the pool of relu(x): a window of zeros, its first tap wins
-            arg = arg if best > 0 else 0
-            best = best if best > 0 else zero
-        o[ox] = best
-        am[ox] = arg
-    for ox in range(o.shape[0]):  # a NaN in a window wins it (the first NaN), as np.argmax
-        a0, a1 = r0[2 * ox], r0[2 * ox + 1]
-        a2, a3 = r1[2 * ox], r1[2 * ox + 1]
-        total = a0 + a1 + a2 + a3
-        if total != total:  # a NaN (or inf - inf)
-            if a0 != a0:
-                o[ox], am[ox] = a0, 0
-            elif a1 != a1:
-                o[ox], am[ox] = a1, 1
-            elif a2 != a2:
-                o[ox], am[ox] = a2, 2
-            elif a3 != a3:
-                o[ox], am[ox] = a3, 3
-
-
 @njit(parallel=True, cache=True)
 def _maxpool2x2_fwd_kernel(x, relu, zero, out, argmax):  # pragma: no cover
-    # The common 2x2 window with stride 2 and no padding, unrolled (_pool2x2_row): about
-    # 8x faster than the general loops above, whose short run-time trip counts the
-    # compiler cannot unroll.
+    # The common 2x2 window with stride 2 and no padding, unrolled: about 8x faster than
+    # the general loops above, whose short run-time trip counts the compiler cannot
+    # unroll. The window's first maximum as a tree of selects, (a0 vs a1) against
+    # (a2 vs a3), with no branch in the loop, so that it vectorizes: 3.3x faster than
+    # comparing the four in turn with branches (0.41 against 1.34 ms on 128x30x24x24 with
+    # the ReLU). Windows holding a NaN are mended in a second loop over the row.
     n, c = x.shape[0], x.shape[1]
-    oh = out.shape[2]
+    oh, ow = out.shape[2], out.shape[3]
     for nc in prange(n * c):
         ni = nc // c
         ci = nc % c
         for oy in range(oh):
-            _pool2x2_row(x[ni, ci, 2 * oy], x[ni, ci, 2 * oy + 1], out[ni, ci, oy],
-                         argmax[ni, ci, oy], relu, zero)
+            r0, r1 = x[ni, ci, 2 * oy], x[ni, ci, 2 * oy + 1]
+            o, am = out[ni, ci, oy], argmax[ni, ci, oy]
+            for ox in range(ow):
+                a0, a1 = r0[2 * ox], r0[2 * ox + 1]
+                a2, a3 = r1[2 * ox], r1[2 * ox + 1]
+                m01 = a1 if a1 > a0 else a0  # ties: the first wins, as np.argmax
+                i01 = 1 if a1 > a0 else 0
+                m23 = a3 if a3 > a2 else a2
+                i23 = 3 if a3 > a2 else 2
+                best = m23 if m23 > m01 else m01
+                arg = i23 if m23 > m01 else i01
+                if relu:  # the pool of relu(x): a window of zeros, its first tap wins
+                    arg = arg if best > 0 else 0
+                    best = best if best > 0 else zero
+                o[ox] = best
+                am[ox] = arg
+            for ox in range(ow):  # a NaN in a window wins it (the first NaN), as np.argmax
+                a0, a1 = r0[2 * ox], r0[2 * ox + 1]
+                a2, a3 = r1[2 * ox], r1[2 * ox + 1]
+                total = a0 + a1 + a2 + a3
+                if total != total:  # a NaN (or inf - inf)
+                    if a0 != a0:
+                        o[ox], am[ox] = a0, 0
+                    elif a1 != a1:
+                        o[ox], am[ox] = a1, 1
+                    elif a2 != a2:
+                        o[ox], am[ox] = a2, 2
+                    elif a3 != a3:
+                        o[ox], am[ox] = a3, 3
 
 
 def maxpool2d_forward(

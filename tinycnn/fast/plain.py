@@ -246,16 +246,6 @@ def conv2d_tiled_input_grad(grad_out: Any, weight: Any, stride: Pair, padding: P
     return xp.ascontiguousarray(dxz[:, :, top : top + h, left : left + w])
 
 
-def conv2d_tiled_pool(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
-                      padding: Pair = (0, 0), out_hw: Pair | None = None,
-                      relu: bool = False) -> tuple[Any, Any]:
-    """A Conv2D -> (ReLU ->) 2x2 stride-2 MaxPool2D: the convolution, then the pool.
-    Returns ``(out, argmax)`` as :func:`maxpool2d_forward` does (the Numba twin pools each
-    band of convolution rows while it is in cache)."""
-    y = conv2d_tiled(x, weight, bias, stride, padding, out_hw)
-    return maxpool2d_forward(y, 2, 2, (2, 2), (0, 0), relu=relu)
-
-
 def conv2d_tiled_weight_grad(grad_out: Any, x: Any, kh: int, kw: int, stride: Pair = (1, 1),
                              padding: Pair = (0, 0)) -> Any:
     """``dW`` of :func:`conv2d_tiled`, tap by tap:
