@@ -463,7 +463,8 @@ def test_every_reference_kernel_has_a_cuda_version():
     # on the GPU ReLU runs the layer's own code; the register-tiled convolution is a CPU
     # path (FastConv2D takes it only on the CPU; cuBLAS serves the GPU)
     cpu_only = {"relu_forward", "relu_backward", "conv2d_tiled", "conv2d_tiled_weight_grad",
-                "channel_affine", "add", "add_relu"}  # the CPU's tiled path and folds
+                "conv2d_tiled_input_grad", "channel_affine", "add",
+                "add_relu"}  # the CPU's tiled path and folds
     missing = public - cpu_only - set(host_cuda().__all__)
     assert not missing, f"no CUDA version of {sorted(missing)} in tinycnn/fast/cuda.py"
 
