@@ -607,7 +607,7 @@ class FastConv2D(Conv2D):
         * ``"phases"`` (strided, at least ``TILE_PIXELS`` input channels, each phase of
           dx at least ``TILE_PIXELS`` wide): a tiled dW and dx as one stride-1 tiled
           convolution of G per phase of dx (``numba_cpu.conv2d_tiled_input_grad``);
-        * ``"strided"`` (the same with narrower phases, or no dx): a tiled dW and the
+        * ``"strided"`` (the same with narrower phases): a tiled dW and the
           one-GEMM path's dx (16 -> 32, stride 2, at 32x32: 11.5 ms against 24-31 for the
           per-image path's);
         * otherwise the backward of the path that tiles replaced (``"wide"``, ``"images"``,
@@ -620,7 +620,7 @@ class FastConv2D(Conv2D):
             if enough:
                 sh, sw = self.stride
                 phases_fit = min(x_shape[2] // sh, x_shape[3] // sw) >= self._k.TILE_PIXELS
-                return "phases" if phases_fit and self.input_grad else "strided"
+                return "phases" if phases_fit else "strided"
             return "images" if oh * ow >= self.min_image_positions else "rows"
         if (enough and self.in_channels >= self.min_tiled_in_channels
                 and (not self.input_grad or self._tiled_dx_fits(x_shape[3]))):
