@@ -549,6 +549,31 @@ def test_tiled_weight_grad_chunks_of_images(monkeypatch: pytest.MonkeyPatch) -> 
                    np.float64)
 
 
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_tiled_conv_bands_of_rows(monkeypatch: pytest.MonkeyPatch, stride: tuple) -> None:
+    """Tasks of 1 to 16 output rows (a last band shorter than the others, a band held to
+    the byte cap, one band for the whole image) give the same convolution, and the band
+    chosen keeps to its limits."""
+    rng = np.random.default_rng(12)
+    x = rand(rng, (2, 5, 2 * 37, 11), np.float64)
+    weight = rand(rng, (20, 5, 3, 3), np.float64)
+    bias = rand(rng, (20,), np.float64)
+    want = ref.conv2d_tiled(x, weight, bias, stride, (1, 1))
+    monkeypatch.setattr(fast, "threads", lambda: 1)  # enough tasks for bands of any height
+    oh = want.shape[2]
+    wsp = (want.shape[3] - 1) * stride[1] + 3
+    row_bytes = 5 * wsp * 8
+    for band, cap in ((1, 1 << 30), (5, 1 << 30), (16, 1 << 30), (16, 7 * row_bytes),
+                      (16, 1), (64, 1 << 30)):
+        monkeypatch.setattr(fast, "TILE_BAND", band)
+        monkeypatch.setattr(fast, "TILE_BAND_BYTES", cap)
+        chosen = fast.tile_band(5, oh, 2, 3, stride[0], wsp, 8)
+        copied = (chosen - 1) * stride[0] + 3
+        assert 1 <= chosen <= min(band, oh, 2 * oh // 4)
+        assert chosen == 1 or copied * row_bytes <= cap
+        check_sums(fast.conv2d_tiled(x, weight, bias, stride, (1, 1)), want, np.float64)
+
+
 def test_tiled_conv_refuses_rows_narrower_than_a_tile() -> None:
     x = np.zeros((1, 2, 8, fast.TILE_PIXELS + 1), dtype=np.float32)
     with pytest.raises(fast.KernelShapeError, match="at least 6 wide"):
