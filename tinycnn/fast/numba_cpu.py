@@ -1217,38 +1217,22 @@ def _put_phase(dx, phase, pa, pb, sh, sw):  # pragma: no cover
 
 
 @njit(parallel=True, cache=True)
-def _pixel_lanes_kernel(g, gt):  # pragma: no cover
-    # gt[ob, ni*P + p, l] = g[ni, ob*TILE_LANES + l, p], zero past the last channel: the
-    # 16 output channels of one pixel side by side, one image's pixels after another's
-    n, o, npix = g.shape
-    blocks = gt.shape[0]
-    for task in prange(n * blocks):
-        ni = task // blocks
-        ob = task - ni * blocks
-        lanes = min(TILE_LANES, o - ob * TILE_LANES)
-        dst = gt[ob, ni * npix:(ni + 1) * npix]
-        for p in range(npix):
-            for lane in range(lanes):
-                dst[p, lane] = g[ni, ob * TILE_LANES + lane, p]
-            for lane in range(lanes, TILE_LANES):
-                dst[p, lane] = 0
-
-
-@njit(parallel=True, cache=True)
-def _tiled_dw_kernel(x, gt, offs, top, left, hps, wsp, kh, kw, group, chunk,
+def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk,
                      parts):  # pragma: no cover
     # dW[o, c, i, j] = sum over images and output pixels of g[n, o, pix] * x[n, c, pix + tap]:
-    # the tiled loop with the roles turned: 16 output channels in the lanes (a row of the
-    # transposed gradient), `group` input channels in the tile (each one plane apart in
-    # x), the loop over the output pixels of `chunk` images at once (offs holds where
-    # each of them reads, image by image), so one call sums thousands of products. The
-    # chunk's images are first copied, zero-padded, into `scratch (chunk, C, hps, wsp)`,
-    # which stays in cache through the taps. Each part of the batch adds into its own
+    # the tiled loop with the roles turned: 16 output channels in the lanes (a row of
+    # `panel`, the gradient transposed), `group` input channels in the tile (each one
+    # plane apart in x), the loop over the output pixels of `chunk` images at once (offs
+    # holds where each of them reads, image by image), so one call sums thousands of
+    # products. The chunk's images are first copied, zero-padded, into
+    # `scratch (chunk, C, hps, wsp)`, and for each block of 16 output channels their
+    # gradient is transposed into `panel (chunk*OH*OW, 16)`, zero past the last channel;
+    # both stay in cache through the taps. Each part of the batch adds into its own
     # partial dW.
     n, c_in, h, w = x.shape
     xf = x.reshape(-1)
     p_count, o_out = parts.shape[0], parts.shape[1]
-    blocks = gt.shape[0]
+    blocks = (o_out + TILE_LANES - 1) // TILE_LANES
     npix = offs.shape[0] // chunk
     chw = hps * wsp
     for part in prange(p_count):
@@ -1256,6 +1240,7 @@ def _tiled_dw_kernel(x, gt, offs, top, left, hps, wsp, kh, kw, group, chunk,
         acc[:, :, :, :] = 0
         sums = np.empty(8 * TILE_LANES, dtype=parts.dtype)
         scratch = np.zeros(chunk * c_in * chw, dtype=parts.dtype)  # the zeros stay
+        panel = np.zeros((chunk * npix, TILE_LANES), dtype=parts.dtype)
         hi = n * (part + 1) // p_count
         for n0 in range(n * part // p_count, hi, chunk):
             m = min(chunk, hi - n0)
@@ -1263,8 +1248,16 @@ def _tiled_dw_kernel(x, gt, offs, top, left, hps, wsp, kh, kw, group, chunk,
                 _copy_rows_zero_extended(xf, (n0 + mi) * c_in * h * w, c_in, h, w, -top, hps,
                                          left, hps, wsp, scratch[mi * c_in * chw:])
             for ob in range(blocks):
-                panel = gt[ob, n0 * npix:(n0 + m) * npix]
                 lanes = min(TILE_LANES, o_out - ob * TILE_LANES)
+                for mi in range(m):
+                    for lane in range(lanes):
+                        src = g[n0 + mi, ob * TILE_LANES + lane]
+                        for p in range(npix):
+                            panel[mi * npix + p, lane] = src[p]
+                    if lanes < TILE_LANES:  # a last partial block: the idle lanes sum zeros
+                        for p in range(npix):
+                            for lane in range(lanes, TILE_LANES):
+                                panel[mi * npix + p, lane] = 0
                 for i in range(kh):
                     for j in range(kw):
                         for g0 in range(0, c_in, group):
@@ -1304,11 +1297,7 @@ def conv2d_tiled_weight_grad(grad_out: Any, x: Any, kh: int, kw: int, stride: Pa
     npix = oh * ow
     if not (n and npix):
         return np.zeros((o, c, kh, kw), dtype=g.dtype)
-    blocks = (o + TILE_LANES - 1) // TILE_LANES
     parts = np.empty((min(n, _DW_PARTS), o, c, kh, kw), dtype=g.dtype)
-    # the gradient with 16 output channels of one pixel side by side: (blocks, N*OH*OW, 16)
-    gt = np.empty((blocks, n * npix, TILE_LANES), dtype=g.dtype)
-    _pixel_lanes_kernel(g.reshape(n, o, npix), gt)
     hps, wsp = (oh - 1) * sh + kh, (ow - 1) * sw + kw  # the padded input, as far as it is read
     img = c * hps * wsp
     per_image = (img + npix * TILE_LANES) * g.itemsize
@@ -1317,8 +1306,8 @@ def conv2d_tiled_weight_grad(grad_out: Any, x: Any, kh: int, kw: int, stride: Pa
     pixel = (rows * sh * wsp + cols * sw).reshape(-1)  # where each output reads
     offs = (np.arange(chunk)[:, None] * img + pixel[None, :]).reshape(-1).astype(np.int64)
     group = 8 if c % 8 == 0 else 6
-    _tiled_dw_kernel(x, gt, offs, padding[0], padding[1], hps, wsp, kh, kw, group, chunk,
-                     parts)
+    _tiled_dw_kernel(x, g.reshape(n, o, npix), offs, padding[0], padding[1], hps, wsp, kh, kw,
+                     group, chunk, parts)
     return parts.sum(axis=0)
 
 
