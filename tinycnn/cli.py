@@ -349,7 +349,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="decay per epoch of --schedule exponential (default: %(default)s)")
     t.add_argument("--warmup", type=nonnegative_int, default=0, metavar="EPOCHS",
                    help="linear warmup epochs before the schedule (default: 0)")
-    t.add_argument("--label-smoothing", type=number, default=0.0)
+    t.add_argument("--label-smoothing", type=number, default=0.0, metavar="EPS",
+                   help="soften the targets to (1 - EPS) * one-hot + EPS / classes, as "
+                        "PyTorch's label_smoothing (default: 0.0)")
     t.add_argument("--augment", type=augment_names, nargs="?", const="standard", default=None,
                    metavar="NAMES",
                    help="augment the training images; NAMES is a comma list of "
