@@ -14,7 +14,13 @@ from tinycnn import backend, losses, metrics, models, optim, schedules  # noqa: 
 from tinycnn.anomaly import NonFiniteError, detect_anomaly  # noqa: E402
 from tinycnn.backend import gpu_available  # noqa: E402
 from tinycnn.containers import Concat, Residual, Sequential  # noqa: E402
-from tinycnn.fast import accelerate, current_kernels, is_accelerated, use_kernels  # noqa: E402
+from tinycnn.fast import (  # noqa: E402
+    accelerate,
+    current_kernels,
+    is_accelerated,
+    precompile,
+    use_kernels,
+)
 from tinycnn.gradcheck import gradcheck  # noqa: E402
 from tinycnn.info import gpu_status  # noqa: E402
 from tinycnn.layers import *  # noqa: E402,F403
@@ -68,6 +74,7 @@ __all__ = [
     "detect_anomaly",
     "gpu_status",
     "is_accelerated",
+    "precompile",
     "current_kernels",
     "gpu_available",
     "use_kernels",

@@ -539,9 +539,9 @@ def _compile_notice(args: argparse.Namespace) -> None:
     from tinycnn.fast import current_kernels
 
     if args.device == "cpu" and current_kernels() == "numba" and kernels_cached() is False:
-        print("tinycnn: compiling the CPU kernels, once: about 10-20 s before the first batch "
-              "(later runs load them from Numba's cache; 'tinycnn warmup' does it ahead)",
-              file=sys.stderr)
+        print("tinycnn: compiling the CPU kernels this model needs, once, on all cores: about "
+              "5-20 s before the first batch (later runs load them from Numba's cache; "
+              "'tinycnn warmup' does it ahead)", file=sys.stderr)
 
 
 # commands ------------------------------------------------------------------------------

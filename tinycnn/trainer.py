@@ -46,6 +46,7 @@ import numpy as np
 from tinycnn import backend
 from tinycnn.anomaly import NonFiniteError, detect_anomaly
 from tinycnn.fast import accelerate as accelerate_model
+from tinycnn.fast import precompile
 from tinycnn.files import remove_leftovers
 from tinycnn.metrics import _pair, evaluate
 from tinycnn.module import Module, StateDictError, save_arrays
@@ -229,7 +230,9 @@ class Trainer:
     a tuple ``(logits, *aux_logits)``, such as GoogLeNet.
     ``accelerate``: run the model with the acceleration engine's fast layers
     (:func:`tinycnn.accelerate`, applied to the model in place; during ``fit`` its first
-    layer also skips the gradient of the images); ``False`` trains the reference layers.
+    layer also skips the gradient of the images, and on the first batch
+    :func:`tinycnn.precompile` compiles the CPU kernels the step needs on every core);
+    ``False`` trains the reference layers.
     ``check_finite``: stop with :class:`~tinycnn.anomaly.NonFiniteError`, naming epoch and
     batch, at the first NaN/inf loss or parameter (one sum per parameter per step).
     ``detect_anomaly``: also check every layer's output and gradient and name the first
@@ -295,6 +298,7 @@ class Trainer:
         self.check_finite = bool(check_finite)
         self.detect_anomaly = bool(detect_anomaly)
         self.last_checkpoint: Path | None = None
+        self._precompile_pending = False
 
     # one epoch --------------------------------------------------------------------------
     def _say(self, msg: str) -> None:
@@ -396,6 +400,9 @@ class Trainer:
                     started = time.perf_counter() - partial["time"]
                 if self._interrupt.requested:  # Ctrl-C: stop before this batch
                     raise KeyboardInterrupt
+                if self._precompile_pending:
+                    self._precompile_pending = False
+                    precompile(self.model, backend.to_device(x, self.device))
                 with self._interrupt.step():
                     try:
                         value, correct, n = self.train_step(x, y)
@@ -454,6 +461,9 @@ class Trainer:
             partial = self.load_checkpoint(path, train_loader)
         if self.accelerate:  # nothing needs the gradient of the images
             accelerate_model(self.model, input_grad=False)
+        # on the first batch, every core compiles the CPU kernels the step needs (the
+        # anomaly detector would see the trace's unset values: there they compile lazily)
+        self._precompile_pending = self.accelerate and not self.detect_anomaly
         self.history.interrupted = False
         anomaly = detect_anomaly(self.model) if self.detect_anomaly else contextlib.nullcontext()
         try:

@@ -34,6 +34,10 @@ What switching on also does:
   even when NumPy was imported first: their threads are restarted once if they use
   another timeout (:func:`tinycnn.fast.threads.apply_blas_timeout`).
 
+The first call of each Numba kernel compiles it (once: the disk cache keeps it).
+``precompile(model, x)`` compiles what a model's step needs on every core before that
+step (:mod:`tinycnn.fast.parallel_compile`); the ``Trainer`` does it on its first batch.
+
 ``use_kernels("reference")`` is a process-wide override (also a ``with`` block): while it
 is in effect, accelerated layers run their reference code. Thread settings that must
 precede NumPy's import are made at ``import tinycnn`` (:mod:`tinycnn._threads`).
@@ -138,6 +142,18 @@ def _first_layer(model: Any) -> Any:
             return None
         m = next(iter(m._modules.values()))
     return m
+
+
+def precompile(model: Any, x: Any, *, workers: int | None = None) -> Any:
+    """Compile the CPU kernels that a training step and an eval forward of ``model`` on
+    ``x`` call, in parallel processes (:func:`tinycnn.fast.parallel_compile.precompile`).
+
+    Call it before a hand-written loop's first step: on an empty Numba cache that step
+    otherwise compiles its kernels one at a time on one core. Returns a report.
+    """
+    from tinycnn.fast.parallel_compile import precompile as compile_ahead
+
+    return compile_ahead(model, x, workers=workers)
 
 
 def use_kernels(name: str) -> _KernelSwitch:

@@ -52,6 +52,7 @@ def matmul_sum(a: Any, b: Any, out: Any) -> Any:
 
 _blas: dict[str, Any] = {}
 _pool: dict[int, ThreadPoolExecutor] = {}
+IMAGE_THREADS = "tinycnn-images"  # the pool's thread names start with this
 
 
 def _openblas_library() -> Any:
@@ -154,7 +155,7 @@ def split_images(n: int, work: Callable[[int, int, Any], None], k: Any,
         work(0, n, k)
         return
     if count not in _pool:
-        _pool[count] = ThreadPoolExecutor(count - 1, thread_name_prefix="tinycnn-images")
+        _pool[count] = ThreadPoolExecutor(count - 1, thread_name_prefix=IMAGE_THREADS)
     bounds = [n * t // count for t in range(count + 1)]
     with _single_threaded_blas():
         futures = [_pool[count].submit(work, lo, hi, k.serial)
