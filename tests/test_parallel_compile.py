@@ -248,3 +248,29 @@ def test_trainer_precompiles_on_its_first_batch(monkeypatch: pytest.MonkeyPatch,
     assert len(seen) == expected
     if expected:
         assert seen[0][0] is model and seen[0][1] == (batch, 3, 16, 16)
+
+
+def test_kernels_compile_at_the_engine_opt_level_and_restore_numba_s() -> None:
+    from numba.core import config
+
+    from tinycnn.fast import numba_cpu
+
+    seen: list[int] = []
+
+    class Kernel:
+        def compile(self, sig: Any) -> Any:
+            seen.append(int(config.OPT))
+            if sig == "bad":
+                raise TypeError("no such signature")
+            return sig
+
+    before = config.OPT
+    kernel = Kernel()
+    numba_cpu._at_kernel_opt_level(kernel)
+    assert kernel.compile("sig") == "sig"
+    with pytest.raises(TypeError):
+        kernel.compile("bad")
+    assert seen == [numba_cpu.KERNEL_OPT_LEVEL] * 2
+    assert config.OPT is before  # every other function still compiles at Numba's level
+    if "NUMBA_OPT" not in os.environ:
+        assert "compile" in vars(numba_cpu._tiled_conv_kernel)  # the engine's kernels do

@@ -2,11 +2,11 @@
 
 Numba compiles a kernel the first time it is called with new argument types, and one
 kernel at a time: its compiler holds a process-wide lock. On an empty cache the first
-training step of the time-to-accuracy benchmark's BatchNorm convnet spends 16-17 s
-compiling ten parallel kernels on one core while the other core waits (2-core AMD EPYC,
-Numba 0.68.1; the tiled convolution and its weight gradient alone take 3.4 and 4.2 s).
-:func:`precompile` spreads that work over processes: 8.8-9.6 s there with one child
-(``python benchmarks/time_to_accuracy.py`` times it inside a whole run).
+training step of the time-to-accuracy benchmark's BatchNorm convnet compiles ten
+parallel kernels on one core while the other core waits: 11.5 s on a 2-core AMD EPYC with
+Numba 0.68.1 (16.4-16.8 s before the kernels compiled at -O1, see ``numba_cpu``).
+:func:`precompile` spreads that work over processes: 6.4 s there with one child (8.8-9.6 s
+at -O3); ``python benchmarks/time_to_accuracy.py`` times it inside a whole run.
 
 1. **Trace.** One training step (forward, then backward with a zero upstream gradient)
    and one eval-mode forward of a *copy* of the model run on the example batch with every
@@ -76,11 +76,14 @@ def _module() -> Any:
 
 
 def dispatchers() -> dict[str, Any]:
-    """Every jitted kernel of the engine by a name a child process can look up."""
+    """Every jitted kernel the engine calls from Python, by a name a child process can
+    look up."""
     from numba.core.dispatcher import Dispatcher
 
     module = _module()
-    found = {name: obj for name, obj in vars(module).items() if isinstance(obj, Dispatcher)}
+    # not the inlined helpers: kernels compile them into themselves, never call them
+    found = {name: obj for name, obj in vars(module).items()
+             if isinstance(obj, Dispatcher) and obj.targetoptions.get("inline", "never") == "never"}
     found.update({f"_serial.{name}": obj for name, obj in module._serial.items()})
     return found
 
