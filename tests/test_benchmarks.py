@@ -111,3 +111,18 @@ def test_time_to_accuracy_script_runs_both_sides_and_recipes(tmp_path: Path, cap
     # the shared recipe starts from the same weights and sees the same batches
     tiny, torch = (r for r in results if r["recipe"] == "shared")
     assert abs(tiny["final_accuracy"] - torch["final_accuracy"]) <= 1 / 128
+
+
+def test_compile_time_script_measures_an_empty_cache(capsys) -> None:
+    pytest.importorskip("numba", reason="compile_time.py times Numba's compile: numba is not "
+                                        "installed")
+    import compile_time
+
+    compile_time.main(["--workers", "1", "--repeats", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| workers | precompile s | kernels")
+    cells = [c.strip() for c in rows[1].strip("|").split("|")]
+    assert cells[0] == "1" and float(cells[1]) > 0 and int(cells[2]) >= 5
+    here, workers = (int(n) for n in cells[3].split(" / "))
+    assert here + workers == int(cells[2]) and workers > 0
+    assert cells[4] == "0"  # the step after found every kernel compiled
