@@ -274,3 +274,31 @@ def test_kernels_compile_at_the_engine_opt_level_and_restore_numba_s() -> None:
     assert config.OPT is before  # every other function still compiles at Numba's level
     if "NUMBA_OPT" not in os.environ:
         assert "compile" in vars(numba_cpu._tiled_conv_kernel)  # the engine's kernels do
+
+
+def test_warmup_records_every_kernel_it_calls_for_both_dtypes() -> None:
+    from tinycnn.fast import numba_cpu
+
+    kernels = parallel_compile.dispatchers()
+    calls, stopped = parallel_compile.record_calls(numba_cpu._every_kernel_once)
+    assert stopped is None and parallel_compile.dispatchers() == kernels
+    names = {name for name, _ in calls}
+    assert len(names) >= len(kernels) - 2  # every kernel, bar helpers of rare paths
+    for name in names:  # each in float32 and in float64
+        dtypes = {str(t.dtype) for kernel, sig in calls if kernel == name for t in sig
+                  if hasattr(t, "dtype")}
+        assert {"float32", "float64"} <= dtypes, name
+
+
+def test_record_calls_stops_at_an_error_and_says_which() -> None:
+    from tinycnn.fast import numba_cpu
+
+    def run() -> None:
+        numba_cpu.pad2d(np.zeros((1, 1, 2, 2), np.float32), 1, 1)
+        raise RuntimeError("stopped here")
+
+    kernels = parallel_compile.dispatchers()
+    calls, stopped = parallel_compile.record_calls(run)
+    assert [name for name, _ in calls] == ["_pad2d_kernel"]
+    assert stopped == "RuntimeError: stopped here"
+    assert parallel_compile.dispatchers() == kernels

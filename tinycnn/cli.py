@@ -415,7 +415,7 @@ def make_parser() -> argparse.ArgumentParser:
             usage="tinycnn info")
     _add_common(i)
 
-    w = add("warmup", help="compile every CPU kernel now (once, a minute or more), so no "
+    w = add("warmup", help="compile every CPU kernel now (once, on all cores), so no "
                            "later run waits for it",
             usage="tinycnn warmup")
     _add_common(w)
@@ -846,7 +846,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_warmup(args: argparse.Namespace) -> int:
     module = numba_kernels_module()
     was_cached = kernels_cached()
-    print("compiling every CPU kernel, for float32 and float64 (once: a minute or more) ..."
+    print("compiling every CPU kernel, for float32 and float64, on all cores (once: about a "
+          "minute on two) ..."
           if not was_cached else "loading the CPU kernels from Numba's cache ...", flush=True)
     seconds = module.warmup()
     print(f"done in {seconds:.1f} s; later runs load them from the cache "

@@ -1877,12 +1877,24 @@ def batchnorm_forward(x: Any, mean: Any, inv_std: Any, weight: Any, bias: Any) -
 # ---------------------------------------------------------------------------------- warm-up
 
 
-def warmup() -> float:
+def warmup(workers: int | None = None) -> float:
     """Compile (first run) or load from the disk cache every kernel, for float32 and float64.
 
-    Returns the seconds it took: the JIT cost a training run pays once.
+    The kernels compile in this process and ``workers`` child processes (default: one per
+    further core; :func:`tinycnn.fast.parallel_compile.compile_calls`). Returns the
+    seconds it took: the JIT cost a training run pays once.
     """
+    from tinycnn.fast.parallel_compile import compile_calls, record_calls
+
     start = time.perf_counter()
+    calls, _ = record_calls(_every_kernel_once)
+    compile_calls(calls, workers)
+    _every_kernel_once()  # what the recording missed, if anything, compiles here
+    return time.perf_counter() - start
+
+
+def _every_kernel_once() -> None:
+    """Call every kernel on small arrays, for float32 and float64."""
     for dtype in (np.float32, np.float64):
         x = np.arange(2 * 3 * 6 * 6, dtype=dtype).reshape(2, 3, 6, 6)
         cols = im2col(x, 3, 3, (1, 1), (1, 1))
@@ -1932,7 +1944,6 @@ def warmup() -> float:
         batchnorm_backward(x, x, mean, var, var)
         batchnorm_forward(x, mean, var, mean, var)
         batchnorm_forward(x, mean, var, None, None)
-    return time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------ compile options

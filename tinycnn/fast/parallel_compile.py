@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,42 +124,57 @@ class _Recorder:
         return None
 
 
-def trace(model: Any, x: Any) -> tuple[list[tuple[str, Any]], str | None]:
-    """The (kernel name, argument types) pairs one training step and one eval forward of
-    ``model`` on ``x`` call, in the order first called, and why the trace stopped early
-    (None when it ran through). ``model`` is not changed: the trace runs on a deep copy.
+def record_calls(run: Callable[[], Any]) -> tuple[list[tuple[str, Any]], str | None]:
+    """The (kernel name, argument types) pairs ``run()`` calls, in the order first called,
+    with every kernel call recorded instead of run; and why ``run`` stopped early (None
+    when it ran through).
 
-    The skipped kernels leave their outputs unset, so later layers meet arbitrary values;
-    an error they raise ends the trace (the kernels after it compile on first use), and a
-    real error of the model shows in its first real step, as it would without the trace.
+    The skipped kernels leave their outputs unset, so the code after them meets arbitrary
+    values; an error that raises ends the recording (the kernels after it compile on first
+    use).
     """
-    from tinycnn.backend import get_array_module, numpy
+    from tinycnn.backend import numpy
 
     calls: dict[tuple[str, Any], None] = {}
-    patched = [name or type(model).__name__ for name, m in model.named_modules()
-               if "forward" in m.__dict__ or "backward" in m.__dict__]
-    if patched:  # a copy would share the replacement, which may act on the original
-        return [], f"{patched[0]}: its forward or backward is replaced on the instance"
     stopped = None
-    twin = copy.deepcopy(model)
     kernels = dispatchers()
     tracer = threading.current_thread()
     with _TRACE_LOCK, numpy.errstate(all="ignore"):
         try:
             for name, kernel in kernels.items():
                 _swap(name, _Recorder(name, kernel, calls, tracer))
-            twin.train()
-            y = twin(x)
-            if hasattr(y, "shape") and hasattr(y, "dtype"):
-                twin.backward(get_array_module(y).zeros_like(y))
-            twin.eval()
-            twin(x)
+            run()
         except Exception as exc:  # noqa: BLE001 - see the docstring
             stopped = f"{type(exc).__name__}: {exc}"
         finally:
             for name, kernel in kernels.items():
                 _swap(name, kernel)
     return list(calls), stopped
+
+
+def trace(model: Any, x: Any) -> tuple[list[tuple[str, Any]], str | None]:
+    """The (kernel name, argument types) pairs one training step and one eval forward of
+    ``model`` on ``x`` call (:func:`record_calls`). ``model`` is not changed: the trace
+    runs on a deep copy. A real error of the model shows in its first real step, as it
+    would without the trace.
+    """
+    from tinycnn.backend import get_array_module
+
+    patched = [name or type(model).__name__ for name, m in model.named_modules()
+               if "forward" in m.__dict__ or "backward" in m.__dict__]
+    if patched:  # a copy would share the replacement, which may act on the original
+        return [], f"{patched[0]}: its forward or backward is replaced on the instance"
+    twin = copy.deepcopy(model)
+
+    def step() -> None:
+        twin.train()
+        y = twin(x)
+        if hasattr(y, "shape") and hasattr(y, "dtype"):
+            twin.backward(get_array_module(y).zeros_like(y))
+        twin.eval()
+        twin(x)
+
+    return record_calls(step)
 
 
 def _cost(kernel: Any) -> int:
@@ -239,6 +255,7 @@ def _default_workers() -> int:
 
 
 def _start_workers(count: int, folder: Path) -> list[subprocess.Popen[bytes]]:
+    """``count`` child processes running :func:`_worker` on ``folder``'s job list."""
     import tinycnn
 
     root = str(Path(tinycnn.__file__).resolve().parent.parent)  # the same tinycnn sources
@@ -249,8 +266,9 @@ def _start_workers(count: int, folder: Path) -> list[subprocess.Popen[bytes]]:
         try:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "tinycnn.fast.parallel_compile", str(folder)],
+                # a child's failure needs no report: this process compiles what it left
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE))
+                stderr=subprocess.DEVNULL))
         except OSError:  # no interpreter to start (a frozen app): compile here alone
             break
     return procs
@@ -282,6 +300,16 @@ def precompile(model: Any, x: Any, *, workers: int | None = None) -> PrecompileR
     if kernels_for(x) is not _module():  # the reference code, or the GPU's kernels
         return report
     calls, report.trace_stopped = trace(model, x)
+    return compile_calls(calls, workers, report, start)
+
+
+def compile_calls(calls: list[tuple[str, Any]], workers: int | None = None,
+                  report: PrecompileReport | None = None,
+                  start: float | None = None) -> PrecompileReport:
+    """Compile (or load from the disk cache) the recorded ``(kernel name, argument types)``
+    pairs here and in ``workers`` child processes (None: as :func:`precompile`)."""
+    start = time.perf_counter() if start is None else start
+    report = PrecompileReport() if report is None else report
     kernels = dispatchers()
     report.kernels = len(calls)
     report.names = list(dict.fromkeys(name for name, _ in calls))
