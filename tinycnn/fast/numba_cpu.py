@@ -1979,15 +1979,21 @@ def _at_kernel_opt_level(kernel: Any) -> None:
     kernel.compile = compile
 
 
+def jitted_kernels() -> dict[str, Any]:
+    """Every jitted kernel called from Python, by name (the serial twins as
+    ``_serial.NAME``). Not the inlined helpers: kernels compile them into themselves (and
+    Numba's typing of a call to one must see a plain dispatcher)."""
+    found = {name: obj for name, obj in globals().items()
+             if isinstance(obj, Dispatcher) and obj.targetoptions.get("inline", "never") == "never"}
+    found.update({f"_serial.{name}": obj for name, obj in _serial.items()})
+    return found
+
+
 def _apply_kernel_opt_level() -> None:
     if "NUMBA_OPT" in os.environ:
         return
-    for kernel in [*(v for v in globals().values() if isinstance(v, Dispatcher)),
-                   *_serial.values()]:
-        # the inlined helpers compile as part of their callers (and Numba's typing of a
-        # call to them must see a plain dispatcher)
-        if kernel.targetoptions.get("inline", "never") == "never":
-            _at_kernel_opt_level(kernel)
+    for kernel in jitted_kernels().values():
+        _at_kernel_opt_level(kernel)
 
 
 _apply_kernel_opt_level()

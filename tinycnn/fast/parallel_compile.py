@@ -78,15 +78,8 @@ def _module() -> Any:
 
 def dispatchers() -> dict[str, Any]:
     """Every jitted kernel the engine calls from Python, by a name a child process can
-    look up."""
-    from numba.core.dispatcher import Dispatcher
-
-    module = _module()
-    # not the inlined helpers: kernels compile them into themselves, never call them
-    found = {name: obj for name, obj in vars(module).items()
-             if isinstance(obj, Dispatcher) and obj.targetoptions.get("inline", "never") == "never"}
-    found.update({f"_serial.{name}": obj for name, obj in module._serial.items()})
-    return found
+    look up (:func:`tinycnn.fast.numba_cpu.jitted_kernels`)."""
+    return _module().jitted_kernels()
 
 
 def _swap(name: str, value: Any) -> None:
