@@ -406,6 +406,33 @@ def test_direct_conv_kernels_match_reference(dtype: type, g: dict, o: int, bias:
     check(db, want[2], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("n", "c", "o", "hw", "k", "pad"), [
+    (19, 2, 13, (9, 11), 3, 1),   # more images than the 16 parts: uneven shares
+    (33, 1, 17, (12, 10), 5, 2),  # 8 + 8 + 1 output channels per pass over a tap
+    (5, 6, 16, (14, 14), 5, 0),   # fewer images than parts, LeNet-5's second layer
+    (3, 3, 8, (1, 6), 1, 0),      # one output row
+])
+def test_direct_conv_backward_batches_and_channel_groups(
+        dtype: type, n: int, c: int, o: int, hw: tuple[int, int], k: int, pad: int) -> None:
+    """The direct backward splits the batch into parts that widen their own images, and
+    takes output channels eight and four at a time: every split and remainder agrees."""
+    rng = np.random.default_rng(n * 100 + o)
+    x = rand(rng, (n, c, *hw), dtype)
+    weight = rand(rng, (o, c, k, k), dtype)
+    grad = rand(rng, (n, o, hw[0] + 2 * pad - k + 1, hw[1] + 2 * pad - k + 1), dtype)
+    want = ref.conv2d_direct_backward(grad, x, weight, (pad, pad))
+    for flags in ({}, {"input_grad": False}, {"weight_grad": False},
+                  {"input_grad": False, "weight_grad": False}):
+        got = fast.conv2d_direct_backward(grad, x, weight, (pad, pad), **flags)
+        for a, b, on in zip(got, want, (flags.get("input_grad", True),
+                                        flags.get("weight_grad", True), True), strict=True):
+            if on:
+                check_sums(a, b, dtype)  # each dW value sums thousands of products
+            else:
+                assert a is None
+
+
 tiled_geometry = st.fixed_dictionaries({
     "n": st.integers(1, 3), "c": st.integers(1, 9), "o": st.integers(1, 40),
     "kh": st.integers(1, 5), "kw": st.integers(1, 5), "rows": st.integers(1, 6),

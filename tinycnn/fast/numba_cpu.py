@@ -13,7 +13,7 @@ How they are built (see ``docs/kernels.md`` for each family):
 * Kernels never call each other. With Numba 0.68.1, ``cache=True`` on a jitted function
   that calls another cached ``parallel=True`` function segfaulted when loaded from the
   on-disk cache, so each kernel is one self-contained function, called from Python (the
-  one shared helper, ``_tap_range``, is serial and inlined).
+  shared helpers, ``_tap_range`` and ``_widen_image``, are serial and inlined).
 * Hot loops index 1-D row views from 0 (``for t in range(hi - lo): ys[t] += w * xs[t]``):
   an index that might be negative makes Numba emit Python's wraparound check, which kept
   LLVM from vectorizing the loop (depthwise convolution was 3x slower that way).
@@ -326,29 +326,6 @@ def _widen_kernel(src, out):  # pragma: no cover
                 out[ni, ci, y, x] = src[ni, ci, y, x]
             for x in range(w, wide):
                 out[ni, ci, y, x] = 0
-
-
-@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _widen_sums_kernel(src, out, sums):  # pragma: no cover
-    # widen, and each plane's sum on the way (a bias gradient without a second pass over g)
-    n, c, h, w = src.shape
-    wide = out.shape[3]
-    for r in prange(n * c):
-        ni = r // c
-        ci = r % c
-        total = 0.0
-        for y in range(h):
-            srow = src[ni, ci, y]
-            orow = out[ni, ci, y]
-            part = srow[0] * 0
-            for x in range(w):
-                v = srow[x]
-                orow[x] = v
-                part += v
-            for x in range(w, wide):
-                orow[x] = 0
-            total += part
-        sums[ni, ci] = total
 
 
 def widen(src: Any, out: Any) -> np.ndarray:
@@ -678,25 +655,51 @@ def _direct_fwd_kernel(ximg, wk, offs, bias, wp, scratch, y):  # pragma: no cove
                     yrow[t] = src[t] + b
 
 
+@njit(cache=True, inline="always")
+def _widen_image(g, ni, wp, gw, sums):  # pragma: no cover
+    # gw[o, y*Wp + x] = g[ni, o, y, x], and each plane's sum on the way (the bias gradient
+    # without another pass over g). The columns x >= OW of gw are never written: they
+    # hold the zeros the caller put there, which add nothing to the sums that read them.
+    o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    for oi in range(o):
+        total = 0.0
+        for y in range(oh):
+            src = g[ni, oi, y]
+            dst = gw[oi, y * wp : y * wp + ow]
+            part = src[0] * 0
+            for t in range(ow):
+                v = src[t]
+                dst[t] = v
+                part += v
+            total += part
+        sums[ni, oi] = total
+
+
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _direct_dw_kernel(gw, ximg, offs, size, zero, parts):  # pragma: no cover
+def _direct_dw_kernel(g, ximg, offs, wp, zero, scratch, sums, parts):  # pragma: no cover
     # Each part of the batch (a fixed split, whatever the thread count: the sum below is
     # then the same on every machine) takes its images one at a time and adds every
     # (output channel, tap) dot product of that image into its own partial dW. One image's
     # gradient planes stay in L2 while all taps read them; looping over the taps outside
     # the images instead re-read the whole batch's gradient from memory once per group of
     # taps (simple_convnet's first layer: 7.6 ms for dW, 3.3 ms afterwards, one core).
+    # The image's gradient is widened into the part's own scratch first, in cache: a
+    # widened copy of the whole batch was written to memory and read back before.
     n = ximg.shape[0]
     p_count, o, taps = parts.shape
+    size = scratch.shape[2]
     for p in prange(p_count):
         acc = parts[p]
         acc[:, :] = zero
+        gw = scratch[p]
+        gw[:, :] = zero
         for ni in range(n * p // p_count, n * (p + 1) // p_count):
+            _widen_image(g, ni, wp, gw, sums)
             xr = ximg[ni]
             for o0 in range(0, o, 2):
                 two = o0 + 2 <= o
-                g0 = gw[ni, o0, :size]  # zeros in the extra columns: they add nothing
-                g1 = gw[ni, o0 + 1 if two else o0, :size]
+                g0 = gw[o0]
+                g1 = gw[o0 + 1 if two else o0]
                 k0 = 0
                 while k0 + 4 <= taps:
                     # eight dot products kept in registers: six loads serve eight multiply-adds
@@ -737,36 +740,66 @@ def _direct_dw_kernel(gw, ximg, offs, size, zero, parts):  # pragma: no cover
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _direct_dx_kernel(gw, wk, offs, size, dximg):  # pragma: no cover
+def _direct_dx_kernel(g, wk, offs, wp, zero, scratch, sums, dximg):  # pragma: no cover
+    # Parallel over fixed parts of the batch; all adds into one image stay in one thread.
+    # Eight output channels per pass over a tap's row: one load and store of the running
+    # sums serve eight multiply-adds (four per pass: 1.05-1.14x slower, measured on
+    # LeNet-5's 6 <- 16 5x5 and ResNet-20's 3 <- 16 3x3 at batch 128).
     n = dximg.shape[0]
     o, taps = wk.shape
-    for ni in prange(n):  # one image per task: all adds into it stay in one thread
-        dr = dximg[ni]  # the padded input gradient, all channels, flat
-        for t in range(dr.shape[0]):
-            dr[t] = 0
-        gi = gw[ni]
-        for k in range(taps):
-            ds = dr[offs[k] : offs[k] + size]
-            oi = 0
-            while oi + 4 <= o:
-                ga, gb = gi[oi, :size], gi[oi + 1, :size]
-                gc, gd = gi[oi + 2, :size], gi[oi + 3, :size]
-                wa, wb, wc, wd = wk[oi, k], wk[oi + 1, k], wk[oi + 2, k], wk[oi + 3, k]
-                for t in range(size):
-                    ds[t] += wa * ga[t] + wb * gb[t] + wc * gc[t] + wd * gd[t]
-                oi += 4
-            while oi < o:
-                ga = gi[oi, :size]
-                wa = wk[oi, k]
-                for t in range(size):
-                    ds[t] += wa * ga[t]
-                oi += 1
+    p_count, _, size = scratch.shape
+    for p in prange(p_count):
+        gi = scratch[p]
+        gi[:, :] = zero
+        for ni in range(n * p // p_count, n * (p + 1) // p_count):
+            _widen_image(g, ni, wp, gi, sums)
+            dr = dximg[ni]  # the padded input gradient, all channels, flat
+            for t in range(dr.shape[0]):
+                dr[t] = 0
+            for k in range(taps):
+                ds = dr[offs[k] : offs[k] + size]
+                oi = 0
+                while oi + 8 <= o:
+                    ga, gb, gc, gd = gi[oi], gi[oi + 1], gi[oi + 2], gi[oi + 3]
+                    ge, gf, gg, gh = gi[oi + 4], gi[oi + 5], gi[oi + 6], gi[oi + 7]
+                    wa, wb, wc, wd = wk[oi, k], wk[oi + 1, k], wk[oi + 2, k], wk[oi + 3, k]
+                    we, wf, wg, wh = wk[oi + 4, k], wk[oi + 5, k], wk[oi + 6, k], wk[oi + 7, k]
+                    for t in range(size):
+                        ds[t] += ((wa * ga[t] + wb * gb[t] + wc * gc[t] + wd * gd[t])
+                                  + (we * ge[t] + wf * gf[t] + wg * gg[t] + wh * gh[t]))
+                    oi += 8
+                while oi + 4 <= o:
+                    ga, gb, gc, gd = gi[oi], gi[oi + 1], gi[oi + 2], gi[oi + 3]
+                    wa, wb, wc, wd = wk[oi, k], wk[oi + 1, k], wk[oi + 2, k], wk[oi + 3, k]
+                    for t in range(size):
+                        ds[t] += wa * ga[t] + wb * gb[t] + wc * gc[t] + wd * gd[t]
+                    oi += 4
+                while oi < o:
+                    ga = gi[oi]
+                    wa = wk[oi, k]
+                    for t in range(size):
+                        ds[t] += wa * ga[t]
+                    oi += 1
+
+
+_TAP_OFFSETS: dict[tuple[int, ...], np.ndarray] = {}
 
 
 def _tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int) -> np.ndarray:
-    """Where tap ``(ci, i, j)`` starts in a flat padded image ``(C*Hp*Wp,)``, weight order."""
-    ci, i, j = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
-    return (ci * hp * wp + i * wp + j).reshape(-1).astype(np.int64)
+    """Where tap ``(ci, i, j)`` starts in a flat padded image ``(C*Hp*Wp,)``, weight order.
+
+    Kept per shape (the kernels only read it): building it took 50-150 us a call, a few
+    per cent of a LeNet-5 training step.
+    """
+    key = (c, kh, kw, hp, wp)
+    offs = _TAP_OFFSETS.get(key)
+    if offs is None:
+        ci, i, j = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
+        offs = (ci * hp * wp + i * wp + j).reshape(-1).astype(np.int64)
+        if len(_TAP_OFFSETS) >= 256:  # a bound, for programs that try many shapes
+            _TAP_OFFSETS.clear()
+        _TAP_OFFSETS[key] = offs
+    return offs
 
 
 def conv2d_direct_forward(x: Any, weight: Any, bias: Any, padding: Pair) -> np.ndarray:
@@ -811,28 +844,31 @@ def conv2d_direct_backward(
     oh, ow = grad_out.shape[2], grad_out.shape[3]
     size = (oh - 1) * wp + ow
     g = _c(grad_out)
-    gw = np.empty((n, o, oh, wp), dtype=g.dtype)
     sums = np.zeros((n, o), dtype=np.float64)
-    if g.size:
-        _widen_sums_kernel(g, gw, sums)
-    else:
-        gw.fill(0)
-    gw = gw.reshape(n, o, oh * wp)
-    db = sums.sum(axis=0).astype(g.dtype)
     ximg = pad2d(x.astype(g.dtype, copy=False), ph, pw).reshape(n, c * hp * wp)
     offs = _tap_offsets(c, kh, kw, hp, wp)
+    p_count = min(n, _DW_PARTS) if g.size else 0
+    # each part widens one image's gradient at a time into its own (O, size) scratch
+    scratch = np.empty((p_count, o, size), dtype=g.dtype)
     dwt = None
     if weight_grad:
-        parts = np.empty((min(n, _DW_PARTS), o, c * kh * kw), dtype=g.dtype)
-        if n:
-            _direct_dw_kernel(gw, ximg, offs, size, g.dtype.type(0), parts)
-        dwt = (parts.sum(axis=0).reshape(tuple(weight.shape)) if n
+        parts = np.empty((p_count, o, c * kh * kw), dtype=g.dtype)
+        if p_count:
+            _direct_dw_kernel(g, ximg, offs, wp, g.dtype.type(0), scratch, sums, parts)
+        dwt = (parts.sum(axis=0).reshape(tuple(weight.shape)) if p_count
                else np.zeros(weight.shape, g.dtype))
-    if not input_grad:
+    dximg = None
+    if input_grad:
+        # the kernel zeroes each image it owns; with no parts it is never called
+        dximg = (np.empty if p_count else np.zeros)((n, c * hp * wp), dtype=g.dtype)
+        wk = _c(weight).astype(g.dtype, copy=False).reshape(o, c * kh * kw)
+        if p_count:
+            _direct_dx_kernel(g, wk, offs, wp, g.dtype.type(0), scratch, sums, dximg)
+    elif not weight_grad and p_count:
+        sums = g.sum(axis=(2, 3), dtype=np.float64)
+    db = sums.sum(axis=0).astype(g.dtype)
+    if dximg is None:
         return None, dwt, db
-    dximg = np.empty((n, c * hp * wp), dtype=g.dtype)
-    wk = _c(weight).astype(g.dtype, copy=False).reshape(o, c * kh * kw)
-    _direct_dx_kernel(gw, wk, offs, size, dximg)
     return _c(dximg.reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w]), dwt, db
 
 
