@@ -8,8 +8,11 @@ loses or wins against PyTorch::
     python benchmarks/layer_times.py --net deep_convnet --batch 128
     python benchmarks/layer_times.py --net resnet20 --repeats 7 --json out.json
 
-Layers PyTorch fuses into neighbours or that cost little (Flatten, Dropout, the
-shortcuts) are left out; the totals are of the timed layers only.
+Layers that cost little (Flatten, Dropout, the shortcuts) are left out. After the
+layers come the loss (softmax cross-entropy on the net's logits, forward and backward)
+and the SGD step over all the net's parameters, then the whole training step as
+``speed.py`` times it: what the step spends outside the timed parts (Python glue, the
+layers left out, caches) is the difference.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import _cpu_name as cpu_name  # noqa: E402
 from speed import input_shape  # noqa: E402
 
-from tinycnn import backend, models  # noqa: E402
-from tinycnn.layers import BatchNorm2D, Conv2D, MaxPool2D, ReLU  # noqa: E402
+from tinycnn import backend, losses, models, optim  # noqa: E402
+from tinycnn.layers import Affine, BatchNorm2D, Conv2D, MaxPool2D, ReLU  # noqa: E402
+
+NUM_CLASSES = 10
+LR = 0.01
 
 
 def layer_inputs(net: str, batch: int) -> list[tuple[str, Any, tuple[int, ...], int]]:
@@ -40,7 +46,7 @@ def layer_inputs(net: str, batch: int) -> list[tuple[str, Any, tuple[int, ...], 
     model = getattr(models, net)(num_classes=10, seed=0)
     seen: dict[tuple[Any, ...], tuple[str, Any, tuple[int, ...]]] = {}
     count: dict[tuple[Any, ...], int] = {}
-    timed = (Conv2D, BatchNorm2D, ReLU, MaxPool2D)
+    timed = (Conv2D, BatchNorm2D, ReLU, MaxPool2D, Affine)
 
     def record(name: str, layer: Any) -> Any:
         forward = layer.forward
@@ -76,6 +82,8 @@ def torch_twin(layer: Any, torch: Any) -> Any:
         return nn.ReLU()
     if isinstance(layer, MaxPool2D):
         return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+    if isinstance(layer, Affine):
+        return nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
     raise TypeError(type(layer).__name__)
 
 
@@ -126,7 +134,70 @@ def measure_side(side: str, net: str, batch: int, steps: int) -> list[dict[str, 
         fb = time_block(both, steps)
         rows.append({"layer": f"{name} {type(layer).__name__}", "input": list(shape),
                      "count": count, "forward_ms": 1000 * f, "backward_ms": 1000 * (fb - f)})
+    return rows + measure_step_parts(side, net, batch, steps)
+
+
+def measure_step_parts(side: str, net: str, batch: int, steps: int) -> list[dict[str, Any]]:
+    """The loss, the SGD step and the whole training step (``speed.py``'s) of one side."""
+    np = backend.numpy
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, *input_shape(net))).astype(np.float32)
+    t = rng.integers(0, NUM_CLASSES, batch)
+    logits = rng.standard_normal((batch, NUM_CLASSES)).astype(np.float32)
+    if side == "tinycnn":
+        model = getattr(models, net)(num_classes=NUM_CLASSES, seed=0)
+        tinycnn.accelerate(model, input_grad=False)
+        loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(model, lr=LR)
+
+        def loss() -> None:
+            loss_fn(logits, t)
+
+        def loss_both() -> None:
+            loss_fn(logits, t)
+            loss_fn.backward()
+
+        def step() -> None:
+            model.train()
+            opt.zero_grad()
+            loss_fn(model(x), t)
+            model.backward(loss_fn.backward())
+            opt.step()
+    else:
+        import torch
+        import torch_nets
+
+        torch.manual_seed(0)
+        model = torch_nets.build(net, torch, NUM_CLASSES)
+        opt = torch.optim.SGD(model.parameters(), lr=LR)
+        tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+        tl = torch.from_numpy(logits).requires_grad_(True)
+        cross_entropy = torch.nn.functional.cross_entropy
+
+        def loss() -> None:
+            cross_entropy(tl, tt)
+
+        def loss_both() -> None:
+            cross_entropy(tl, tt).backward()
+
+        def step() -> None:
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            cross_entropy(model(tx), tt).backward()
+            opt.step()
+    step()  # warm-up; it also leaves every parameter with a gradient for opt.step
+    step()
+    rows = []
+    f, fb = time_block(loss, steps * 4), time_block(loss_both, steps * 4)
+    rows.append({"layer": "loss (softmax cross-entropy)", "input": [batch, NUM_CLASSES],
+                 "count": 1, "forward_ms": 1000 * f, "backward_ms": 1000 * (fb - f)})
+    rows.append({"layer": "SGD step, all parameters", "input": [], "count": 1,
+                 "forward_ms": 1000 * time_block(opt.step, steps * 4), "backward_ms": 0.0})
+    rows.append({"layer": WHOLE_STEP, "input": [batch, *input_shape(net)], "count": 0,
+                 "forward_ms": 1000 * time_block(step, steps * 2), "backward_ms": 0.0})
     return rows
+
+
+WHOLE_STEP = "whole training step"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,15 +240,23 @@ def main(argv: list[str] | None = None) -> int:
           f"{'bwd ours':>9s} {'torch':>7s} {'torch/ours':>10s}")
     keys = ("ours_forward_ms", "torch_forward_ms", "ours_backward_ms", "torch_backward_ms")
     totals = [0.0, 0.0, 0.0, 0.0]
+    whole = next(r for r in rows if r["layer"] == WHOLE_STEP)
     for r in rows:
+        if r is whole:
+            continue
         cols = [r[k] for k in keys]
         totals = [t + r["count"] * c for t, c in zip(totals, cols, strict=True)]
         print(f"{r['layer']:30s} {'x'.join(map(str, r['input'])):>15s} {r['count']:2d} "
               f"{cols[0]:9.2f} {cols[1]:7.2f} {cols[2]:9.2f} {cols[3]:7.2f} "
               f"{(cols[1] + cols[3]) / (cols[0] + cols[2]):9.2f}x")
     ratio = (totals[1] + totals[3]) / (totals[0] + totals[2])
-    print(f"{'all timed layers, times n':48s} {totals[0]:9.2f} {totals[1]:7.2f} "
+    print(f"{'all timed parts, times n':48s} {totals[0]:9.2f} {totals[1]:7.2f} "
           f"{totals[2]:9.2f} {totals[3]:7.2f} {ratio:9.2f}x")
+    ours, theirs = whole["ours_forward_ms"], whole["torch_forward_ms"]
+    print(f"{WHOLE_STEP + ' (as speed.py times it)':48s} {ours:9.2f} {theirs:7.2f} "
+          f"{'':9s} {'':7s} {theirs / ours:9.2f}x")
+    print(f"{'step minus the timed parts':48s} {ours - totals[0] - totals[2]:9.2f} "
+          f"{theirs - totals[1] - totals[3]:7.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"net": args.net, "batch": args.batch,
                                                "cpu": cpu_name(), "rows": rows}, indent=1))

@@ -23,11 +23,15 @@ def test_layer_times_compares_every_distinct_layer_with_torch(tmp_path: Path, ca
     assert layer_times.main(["--net", "lenet5", "--batch", "4", "--repeats", "1",
                              "--steps", "1", "--json", str(out_file)]) == 0
     out = capsys.readouterr().out
-    assert "all timed layers" in out
+    assert "all timed parts" in out and "step minus the timed parts" in out
     rows = json.loads(out_file.read_text())["rows"]
-    # lenet5: two convolutions, their ReLUs and pools, the ReLUs after the Affine layers
-    assert [r["layer"].split()[1] for r in rows[:3]] == ["FastConv2D", "FastReLU",
-                                                         "FastMaxPool2D"]
+    # lenet5: two convolutions, their ReLUs and pools, the three Affine layers and the
+    # ReLUs between them, then the loss, the SGD step and the whole step
+    names = [r["layer"] for r in rows]
+    assert [n.split()[1] for n in names[:3]] == ["FastConv2D", "FastReLU", "FastMaxPool2D"]
+    assert sum(n.endswith(" Affine") for n in names) == 3
+    assert names[-3:] == ["loss (softmax cross-entropy)", "SGD step, all parameters",
+                          "whole training step"]
     assert rows[0]["input"] == [4, 1, 28, 28]
     assert all(r["ours_forward_ms"] > 0 and r["torch_forward_ms"] > 0 for r in rows)
 
