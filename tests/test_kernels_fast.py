@@ -471,6 +471,32 @@ def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict, relu: bool) -
                ref.conv2d_tiled(x, weight, b, (1, 1), pad, out_hw, relu=relu), dtype)
 
 
+@pytest.mark.parametrize("pairs", [False, True])
+@pytest.mark.parametrize("o", [16, 24, 40, 64])
+def test_tiled_conv_two_blocks_a_tile_match_reference(monkeypatch, pairs: bool, o: int) -> None:
+    """8-wide tiles over two blocks of 16 output channels at once (``TILE_PAIRS``, chosen
+    by CPU): a full pair, a pair whose second block is partial, a pair and a single block
+    left over; forward with and without the ReLU, strided, and the input gradient (tiled
+    convolutions of G), on whatever CPU runs the test."""
+    monkeypatch.setattr(fast, "TILE_WIDTHS", (6, 8))
+    monkeypatch.setattr(fast, "TILE_PAIRS", pairs)
+    rng = np.random.default_rng(o)
+    x = rand(rng, (3, 5, 11, 13), np.float32)
+    weight = rand(rng, (o, 5, 3, 3), np.float32)
+    b = rand(rng, (o,), np.float32)
+    for stride in ((1, 1), (2, 2)):
+        for relu in (False, True):
+            check_sums(fast.conv2d_tiled(x, weight, b, stride, (1, 1), relu=relu),
+                       ref.conv2d_tiled(x, weight, b, stride, (1, 1), relu=relu), np.float32)
+    g = rand(rng, (3, 5, 11, 13), np.float32)
+    w_t = rand(rng, (5, o, 3, 3), np.float32)  # dx of a layer with o input channels
+    check_sums(fast.conv2d_tiled_input_grad(g, w_t, (1, 1), (1, 1), (11, 13)),
+               ref.conv2d_tiled_input_grad(g, w_t, (1, 1), (1, 1), (11, 13)), np.float32)
+    g2 = rand(rng, (3, 5, 6, 7), np.float32)  # stride 2: one tiled convolution per phase
+    check_sums(fast.conv2d_tiled_input_grad(g2, w_t, (2, 2), (1, 1), (11, 13)),
+               ref.conv2d_tiled_input_grad(g2, w_t, (2, 2), (1, 1), (11, 13)), np.float32)
+
+
 def test_tiled_conv_relu_keeps_nan() -> None:
     x = np.ones((1, 2, 3, 8), dtype=np.float32)
     x[0, 1, 1, 4] = np.nan
