@@ -476,8 +476,8 @@ def test_tiled_conv_kernel_matches_reference(dtype: type, g: dict, relu: bool) -
 def test_tiled_conv_two_blocks_a_tile_match_reference(monkeypatch, pairs: bool, o: int) -> None:
     """8-wide tiles over two blocks of 16 output channels at once (``TILE_PAIRS``, chosen
     by CPU): a full pair, a pair whose second block is partial, a pair and a single block
-    left over; forward with and without the ReLU, strided, and the input gradient (tiled
-    convolutions of G), on whatever CPU runs the test."""
+    left over; forward with and without the ReLU, strided, the input gradient (tiled
+    convolutions of G) and the weight gradient, on whatever CPU runs the test."""
     monkeypatch.setattr(fast, "TILE_WIDTHS", (6, 8))
     monkeypatch.setattr(fast, "TILE_PAIRS", pairs)
     rng = np.random.default_rng(o)
@@ -495,6 +495,12 @@ def test_tiled_conv_two_blocks_a_tile_match_reference(monkeypatch, pairs: bool, 
     g2 = rand(rng, (3, 5, 6, 7), np.float32)  # stride 2: one tiled convolution per phase
     check_sums(fast.conv2d_tiled_input_grad(g2, w_t, (2, 2), (1, 1), (11, 13)),
                ref.conv2d_tiled_input_grad(g2, w_t, (2, 2), (1, 1), (11, 13)), np.float32)
+    for c, stride in ((8, (1, 1)), (16, (2, 2)), (6, (1, 1))):  # groups of 8 take pairs
+        xc = rand(rng, (3, c, 11, 13), np.float32)
+        out = fast.conv2d_tiled(xc, rand(rng, (o, c, 3, 3), np.float32), None, stride, (1, 1))
+        gc = rand(rng, out.shape, np.float32)
+        check_sums(fast.conv2d_tiled_weight_grad(gc, xc, 3, 3, stride, (1, 1)),
+                   ref.conv2d_tiled_weight_grad(gc, xc, 3, 3, stride, (1, 1)), np.float32)
 
 
 def test_tiled_conv_relu_keeps_nan() -> None:

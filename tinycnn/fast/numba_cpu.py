@@ -1326,8 +1326,25 @@ def _put_phase(dx, phase, pa, pb, sh, sw):  # pragma: no cover
                 dst[pb + sw * v] = src[v]
 
 
+@njit(cache=True, inline="always")
+def _gradient_panel(g, n0, m, npix, ob, panel):  # pragma: no cover
+    # panel[mi*npix + p, lane] = g[n0 + mi, ob*16 + lane, p]: one block of 16 output
+    # channels of the chunk's gradient, transposed into lanes; zeros past the last channel
+    o_out = g.shape[1]
+    lanes = min(TILE_LANES, o_out - ob * TILE_LANES)
+    for mi in range(m):
+        for lane in range(lanes):
+            src = g[n0 + mi, ob * TILE_LANES + lane]
+            for p in range(npix):
+                panel[mi * npix + p, lane] = src[p]
+        if lanes < TILE_LANES:  # a last partial block: the idle lanes sum zeros
+            for p in range(npix):
+                for lane in range(lanes, TILE_LANES):
+                    panel[mi * npix + p, lane] = 0
+
+
 @njit(parallel=True, cache=True)
-def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk,
+def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk, pairs,
                      parts):  # pragma: no cover
     # dW[o, c, i, j] = sum over images and output pixels of g[n, o, pix] * x[n, c, pix + tap]:
     # the tiled loop with the roles turned: 16 output channels in the lanes (a row of
@@ -1336,9 +1353,10 @@ def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk,
     # holds where each of them reads, image by image), so one call sums thousands of
     # products. The chunk's images are first copied, zero-padded, into
     # `scratch (chunk, C, hps, wsp)`, and for each block of 16 output channels their
-    # gradient is transposed into `panel (chunk*OH*OW, 16)`, zero past the last channel;
-    # both stay in cache through the taps. Each part of the batch adds into its own
-    # partial dW.
+    # gradient is transposed into `panel (chunk*OH*OW, 16)`, zero past the last channel
+    # (with `pairs` and groups of 8, two blocks at a time, the second into `panel2`: see
+    # TILE_PAIRS); both stay in cache through the taps. Each part of the batch adds into
+    # its own partial dW.
     n, c_in, h, w = x.shape
     xf = x.reshape(-1)
     p_count, o_out = parts.shape[0], parts.shape[1]
@@ -1348,32 +1366,34 @@ def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk,
     for part in prange(p_count):
         acc = parts[part]
         acc[:, :, :, :] = 0
-        sums = np.empty(8 * TILE_LANES, dtype=parts.dtype)
+        sums = np.empty(16 * TILE_LANES, dtype=parts.dtype)
+        second = sums[8 * TILE_LANES:]  # a pair's second block
         scratch = np.zeros(chunk * c_in * chw, dtype=parts.dtype)  # the zeros stay
         panel = np.zeros((chunk * npix, TILE_LANES), dtype=parts.dtype)
+        panel2 = np.zeros((chunk * npix if pairs else 0, TILE_LANES), dtype=parts.dtype)
         hi = n * (part + 1) // p_count
         for n0 in range(n * part // p_count, hi, chunk):
             m = min(chunk, hi - n0)
             for mi in range(m):
                 _copy_rows_zero_extended(xf, (n0 + mi) * c_in * h * w, c_in, h, w, -top, hps,
                                          left, hps, wsp, scratch[mi * c_in * chw:])
-            for ob in range(blocks):
+            ob = 0
+            while ob < blocks:
+                two = pairs and group == 8 and ob + 2 <= blocks
+                _gradient_panel(g, n0, m, npix, ob, panel)
+                if two:
+                    _gradient_panel(g, n0, m, npix, ob + 1, panel2)
                 lanes = min(TILE_LANES, o_out - ob * TILE_LANES)
-                for mi in range(m):
-                    for lane in range(lanes):
-                        src = g[n0 + mi, ob * TILE_LANES + lane]
-                        for p in range(npix):
-                            panel[mi * npix + p, lane] = src[p]
-                    if lanes < TILE_LANES:  # a last partial block: the idle lanes sum zeros
-                        for p in range(npix):
-                            for lane in range(lanes, TILE_LANES):
-                                panel[mi * npix + p, lane] = 0
+                lanes2 = min(TILE_LANES, o_out - (ob + 1) * TILE_LANES) if two else 0
                 for i in range(kh):
                     for j in range(kw):
                         for g0 in range(0, c_in, group):
                             c0 = min(g0, c_in - group)  # a last group overlaps the one before
                             base = c0 * chw + i * wsp + j
-                            if group == 8:
+                            if two:
+                                _tile_pair_sums8(scratch, base, chw, offs, panel, panel2,
+                                                 m * npix, sums)
+                            elif group == 8:
                                 _tile_sums8(scratch, base, chw, offs, panel, m * npix, sums)
                             else:
                                 _tile_sums6(scratch, base, chw, offs, panel, m * npix, sums)
@@ -1381,6 +1401,10 @@ def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk,
                                 for lane in range(lanes):
                                     acc[ob * TILE_LANES + lane, c0 + q, i, j] += (
                                         sums[q * TILE_LANES + lane])
+                                for lane in range(lanes2):
+                                    acc[(ob + 1) * TILE_LANES + lane, c0 + q, i, j] += (
+                                        second[q * TILE_LANES + lane])
+                ob += 2 if two else 1
 
 
 # How many images one weight-gradient call sums over: as many as keep their inputs and one
@@ -1410,14 +1434,15 @@ def conv2d_tiled_weight_grad(grad_out: Any, x: Any, kh: int, kw: int, stride: Pa
     parts = np.empty((min(n, _DW_PARTS), o, c, kh, kw), dtype=g.dtype)
     hps, wsp = (oh - 1) * sh + kh, (ow - 1) * sw + kw  # the padded input, as far as it is read
     img = c * hps * wsp
-    per_image = (img + npix * TILE_LANES) * g.itemsize
+    group = 8 if c % 8 == 0 else 6
+    pairs = TILE_PAIRS and group == 8 and o > TILE_LANES
+    per_image = (img + (2 if pairs else 1) * npix * TILE_LANES) * g.itemsize
     chunk = max(1, min(-(-n // parts.shape[0]), _DW_CHUNK_BYTES // per_image))
     rows, cols = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
     pixel = (rows * sh * wsp + cols * sw).reshape(-1)  # where each output reads
     offs = (np.arange(chunk)[:, None] * img + pixel[None, :]).reshape(-1).astype(np.int64)
-    group = 8 if c % 8 == 0 else 6
     _tiled_dw_kernel(x, g.reshape(n, o, npix), offs, padding[0], padding[1], hps, wsp, kh, kw,
-                     group, chunk, parts)
+                     group, chunk, pairs, parts)
     return parts.sum(axis=0)
 
 
