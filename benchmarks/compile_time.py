@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -97,13 +96,10 @@ def main(argv: list[str] | None = None) -> None:
                              "engine's own level)")
     args = parser.parse_args(argv)
     counts = [int(w) for w in args.workers.split(",")]
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from speed import _cpu_name  # benchmarks/speed.py
+
+    cpu = _cpu_name()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; model {args.model}; empty Numba cache "
           f"each time; NUMBA_OPT {args.numba_opt or 'not set (the engine: -O1)'}")
     print("| workers | precompile s | kernels | compiled here / by workers | "

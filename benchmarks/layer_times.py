@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tinycnn  # before NumPy: its thread defaults must precede OpenBLAS's load
+# The environment before tinycnn adds its thread defaults: each side's process starts from
+# it, so PyTorch never runs with tinycnn's settings (OMP_WAIT_POLICY=PASSIVE and the rest).
+ENVIRON = dict(os.environ)
+
+import tinycnn  # noqa: E402  before NumPy: its thread defaults must precede OpenBLAS's load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import _cpu_name as cpu_name  # noqa: E402
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         for side in runs:
             cmd = [sys.executable, __file__, "--side", side, "--net", args.net,
                    "--batch", str(args.batch), "--steps", str(args.steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=ENVIRON)
             runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def median(side: str, i: int, key: str) -> float:

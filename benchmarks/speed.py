@@ -84,7 +84,8 @@ class TinycnnRunner:
             info["numba_layer"] = numba.threading_layer() if self.kernels == "numba" else None
         except (ImportError, ValueError):
             pass
-        for key in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "NUMBA_THREADING_LAYER"):
+        for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT",
+                    "NUMBA_THREADING_LAYER"):
             info[key] = os.environ.get(key)
         return info
 
@@ -277,21 +278,19 @@ def measure_memory(side: str, net: str, batch: int) -> dict[str, Any]:
 
 
 THREAD_CONFIGS = {
-    "PASSIVE + OpenBLAS timeout 20 (tinycnn's default)": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20"},
-    "PASSIVE + OpenBLAS timeout 4": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"},
-    "PASSIVE + OpenBLAS default timeout (28)": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "28"},
-    "PASSIVE + timeout 20 + Numba workqueue": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20",
+    "PASSIVE + GOMP_SPINCOUNT 10000 + OpenBLAS timeout 20 (tinycnn's default)": {
+        "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000", "OPENBLAS_THREAD_TIMEOUT": "20"},
+    "PASSIVE + GOMP_SPINCOUNT 0 (sleep at once) + timeout 20": {
+        "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "OPENBLAS_THREAD_TIMEOUT": "20"},
+    "PASSIVE + GOMP_SPINCOUNT 1000 + timeout 20": {
+        "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000", "OPENBLAS_THREAD_TIMEOUT": "20"},
+    "PASSIVE + GOMP_SPINCOUNT 10000 + OpenBLAS timeout 4": {
+        "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000", "OPENBLAS_THREAD_TIMEOUT": "4"},
+    "PASSIVE + GOMP_SPINCOUNT 10000 + OpenBLAS default timeout (28)": {
+        "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000", "OPENBLAS_THREAD_TIMEOUT": "28"},
+    "tinycnn's default + Numba workqueue": {
+        "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000", "OPENBLAS_THREAD_TIMEOUT": "20",
         "NUMBA_THREADING_LAYER": "workqueue"},
-    "PASSIVE + timeout 20 + GOMP_SPINCOUNT 1000": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20",
-        "GOMP_SPINCOUNT": "1000"},
-    "PASSIVE + timeout 20 + GOMP_SPINCOUNT 10000": {
-        "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "20",
-        "GOMP_SPINCOUNT": "10000"},
 }
 
 
@@ -409,14 +408,27 @@ def _row_line(row: dict[str, Any]) -> str:
 
 
 def _cpu_name() -> str:
+    """The CPU's model name, with its family and model and the core LLVM compiles for
+    (a VM may call every generation "AMD EPYC": Zen 4 and Zen 5 differ in what pays)."""
+    name, fields = platform.processor(), {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor()
+    name = fields.get("model name", name)
+    details = []
+    if "cpu family" in fields and "model" in fields:
+        details.append(f"family {fields['cpu family']} model {fields['model']}")
+    try:
+        from llvmlite import binding
+
+        details.append(str(binding.get_host_cpu_name()))
+    except (ImportError, RuntimeError):
+        pass
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def markdown(results: dict[str, Any]) -> str:

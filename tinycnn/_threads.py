@@ -9,6 +9,14 @@ medians of 3-5 fresh processes, alternating; ``python benchmarks/speed.py --thre
 
 * ``OMP_WAIT_POLICY=ACTIVE`` (spinning OpenMP workers): 3x-50x slower than PASSIVE
   (deep_convnet 7.2 s instead of 0.18 s), so tinycnn sets ``PASSIVE``.
+* ``GOMP_SPINCOUNT=10000`` (GNU OpenMP, which Numba's ``omp`` layer uses): with PASSIVE
+  alone a worker sleeps the moment a kernel ends, and the next kernel, usually a few
+  microseconds of Python later, pays for waking it (a futex call, and on a VM the host
+  waking a halted virtual CPU). With this count the workers spin about 0.1 ms first, far
+  shorter than ACTIVE's minutes. Measured on the 2-core AMD EPYC Zen 5 VM (session 12),
+  fresh processes alternating, training steps at batch 128, paired medians of 6:
+  lenet5 1.15x and 1.06x (two series), resnet20 1.12x and 1.12x, deep_convnet 1.02x and
+  1.05x, simple_convnet 1.03x and 1.00x faster than PASSIVE alone.
 * ``OPENBLAS_THREAD_TIMEOUT`` (idle OpenBLAS workers spin for 2^N cycles, then sleep):
   N = 20 (about 0.4 ms) was the best or near it for every net: lenet5 20.5 ms, deep_convnet
   139 ms, resnet20 716 ms a step, against 34 / 227 / 869 ms with OpenBLAS's default 28
@@ -34,6 +42,7 @@ import sys
 
 DEFAULTS = {
     "OMP_WAIT_POLICY": "PASSIVE",
+    "GOMP_SPINCOUNT": "10000",
     "OPENBLAS_THREAD_TIMEOUT": "20",
 }
 
@@ -55,7 +64,7 @@ def apply_defaults() -> dict[str, str]:
 
 def thread_settings() -> dict[str, object]:
     """The thread-related settings in effect, for benchmark reports and bug reports."""
-    keys = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
+    keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER")
     info: dict[str, object] = {key: os.environ.get(key) for key in keys}
     info["cpu_count"] = os.cpu_count()
