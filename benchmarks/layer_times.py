@@ -36,7 +36,7 @@ import tinycnn  # noqa: E402  before NumPy: its thread defaults must precede Ope
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import _cpu_name as cpu_name  # noqa: E402
-from speed import input_shape  # noqa: E402
+from speed import input_shape, tinycnn_train_step, torch_train_step  # noqa: E402
 
 from tinycnn import backend, losses, models, optim  # noqa: E402
 from tinycnn.layers import Affine, BatchNorm2D, Conv2D, MaxPool2D, ReLU  # noqa: E402
@@ -160,12 +160,7 @@ def measure_step_parts(side: str, net: str, batch: int, steps: int) -> list[dict
             loss_fn(logits, t)
             loss_fn.backward()
 
-        def step() -> None:
-            model.train()
-            opt.zero_grad()
-            loss_fn(model(x), t)
-            model.backward(loss_fn.backward())
-            opt.step()
+        step = functools.partial(tinycnn_train_step, model, x, t, opt, loss_fn)
     else:
         import torch
         import torch_nets
@@ -183,11 +178,7 @@ def measure_step_parts(side: str, net: str, batch: int, steps: int) -> list[dict
         def loss_both() -> None:
             cross_entropy(tl, tt).backward()
 
-        def step() -> None:
-            model.train()
-            opt.zero_grad(set_to_none=True)
-            cross_entropy(model(tx), tt).backward()
-            opt.step()
+        step = functools.partial(torch_train_step, torch, model, tx, tt, opt)
     step()  # warm-up; it also leaves every parameter with a gradient for opt.step
     step()
     rows = []

@@ -55,6 +55,23 @@ def input_shape(net: str) -> tuple[int, int, int]:
 # ------------------------------------------------------------------------ tinycnn side
 
 
+def tinycnn_train_step(model: Any, x: Any, t: Any, opt: Any, loss_fn: Any) -> None:
+    """One training step, as every benchmark here times tinycnn's."""
+    model.train()
+    opt.zero_grad()
+    loss_fn(model(x), t)
+    model.backward(loss_fn.backward())
+    opt.step()
+
+
+def torch_train_step(torch: Any, model: Any, x: Any, t: Any, opt: Any) -> None:
+    """The same step in PyTorch."""
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), t).backward()
+    opt.step()
+
+
 class TinycnnRunner:
     """Builds tinycnn nets and times steps with one kernel set."""
 
@@ -109,11 +126,7 @@ class TinycnnRunner:
     def step(self, net: str, batch: int, mode: str) -> None:
         model, x, t, opt, loss_fn = self.setup(net, batch)
         if mode == "train":
-            model.train()
-            opt.zero_grad()
-            loss_fn(model(x), t)
-            model.backward(loss_fn.backward())
-            opt.step()
+            tinycnn_train_step(model, x, t, opt, loss_fn)
         else:
             model.eval()
             model(x)
@@ -186,10 +199,7 @@ class TorchRunner:
         torch = self.torch
         model, x, t, opt = self.setup(net, batch)
         if mode == "train":
-            model.train()
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x), t).backward()
-            opt.step()
+            torch_train_step(torch, model, x, t, opt)
         else:
             model.eval()
             with torch.inference_mode():
