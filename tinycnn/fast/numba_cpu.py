@@ -1141,9 +1141,9 @@ def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp,
                        pairs, relu, y):  # pragma: no cover
     # one task per (image, band of `band` output rows). The task first copies the input
     # rows its band reads, zero-padded, into `scratch (C, rows, wsp)` (offs point into it),
-    # then runs every block of TILE_LANES output channels over them (with `pairs` and
-    # 8-wide tiles, two blocks at a time: see TILE_PAIRS); a row whose width is not a
-    # multiple of the tile's ends with a tile that overlaps the one before
+    # then runs every block of TILE_LANES output channels over them (with `pairs`, set
+    # only for 8-wide tiles, two blocks at a time: see TILE_PAIRS); a row whose width is
+    # not a multiple of the tile's ends with a tile that overlaps the one before
     n, c, h, w = x.shape
     xf = x.reshape(-1)
     blocks, taps = wpanels.shape[0], wpanels.shape[1]
@@ -1163,7 +1163,7 @@ def _tiled_conv_kernel(x, offs, wpanels, bias, top, left, sh, sw, kh, band, wsp,
         second = sums[8 * TILE_LANES:]  # a pair's second block
         ob = 0
         while ob < blocks:
-            two = pairs and pixels == 8 and ob + 2 <= blocks
+            two = pairs and ob + 2 <= blocks
             for rr in range(rows):
                 for t in range(tiles):
                     c0 = min(t * pixels, ow - pixels)
@@ -1266,10 +1266,11 @@ def conv2d_tiled(x: Any, weight: Any, bias: Any, stride: Pair = (1, 1),
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
     wsp = (ow - 1) * sw + kw  # the width of a zero-padded input row, as far as it is read
     band = tile_band(c, oh, n, kh, sh, wsp, x.itemsize)
+    pixels = tile_width(ow)
     if y.size:
         _tiled_conv_kernel(x, _tap_offsets(c, kh, kw, (band - 1) * sh + kh, wsp), panels, b,
-                           padding[0], padding[1], sh, sw, kh, band, wsp, tile_width(ow),
-                           TILE_PAIRS, bool(relu), y)
+                           padding[0], padding[1], sh, sw, kh, band, wsp, pixels,
+                           TILE_PAIRS and pixels == 8, bool(relu), y)
     return y
 
 
@@ -1354,9 +1355,9 @@ def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk, pair
     # products. The chunk's images are first copied, zero-padded, into
     # `scratch (chunk, C, hps, wsp)`, and for each block of 16 output channels their
     # gradient is transposed into `panel (chunk*OH*OW, 16)`, zero past the last channel
-    # (with `pairs` and groups of 8, two blocks at a time, the second into `panel2`: see
-    # TILE_PAIRS); both stay in cache through the taps. Each part of the batch adds into
-    # its own partial dW.
+    # (with `pairs`, set only for groups of 8, two blocks at a time, the second into
+    # `panel2`: see TILE_PAIRS); both stay in cache through the taps. Each part of the
+    # batch adds into its own partial dW.
     n, c_in, h, w = x.shape
     xf = x.reshape(-1)
     p_count, o_out = parts.shape[0], parts.shape[1]
@@ -1379,7 +1380,7 @@ def _tiled_dw_kernel(x, g, offs, top, left, hps, wsp, kh, kw, group, chunk, pair
                                          left, hps, wsp, scratch[mi * c_in * chw:])
             ob = 0
             while ob < blocks:
-                two = pairs and group == 8 and ob + 2 <= blocks
+                two = pairs and ob + 2 <= blocks
                 _gradient_panel(g, n0, m, npix, ob, panel)
                 if two:
                     _gradient_panel(g, n0, m, npix, ob + 1, panel2)
