@@ -35,14 +35,11 @@ ENVIRON = dict(os.environ)
 import tinycnn  # noqa: E402  before NumPy: its thread defaults must precede OpenBLAS's load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import LR, NUM_CLASSES, input_shape, tinycnn_train_step, torch_train_step  # noqa: E402
 from speed import _cpu_name as cpu_name  # noqa: E402
-from speed import input_shape, tinycnn_train_step, torch_train_step  # noqa: E402
 
 from tinycnn import backend, losses, models, optim  # noqa: E402
 from tinycnn.layers import Affine, BatchNorm2D, Conv2D, MaxPool2D, ReLU  # noqa: E402
-
-NUM_CLASSES = 10
-LR = 0.01
 
 
 def layer_inputs(net: str, batch: int) -> list[tuple[str, Any, tuple[int, ...], int]]:
